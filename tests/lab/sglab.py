@@ -1,0 +1,569 @@
+#!/usr/bin/env python3
+"""sipguard lab: real Linux hosts made of network namespaces, no Docker.
+
+Each lab host is a network namespace ``sg-<name>`` with a veth on the lab bridge
+``sgbr0``, an IPv4 address from 198.18.0.0/24 (RFC 2544) and an IPv6 ULA address,
+its own UFW configuration (``/etc/netns/sg-<name>/ufw`` and ``.../default``, which
+``ip netns exec`` bind-mounts over ``/etc/ufw`` and ``/etc/default``), its own sshd
+(config under ``/etc/netns/sg-<name>/ssh``, so ``sshd -T`` inside the host sees it),
+and optionally a real kamailio on 5060/udp+tcp for IPv4 and IPv6.
+
+Safety: every ufw/iptables command runs through ``ip netns exec sg-*``; the
+functions that run them refuse a namespace that is not a lab namespace, and refuse to
+run ufw when the host's ``/etc/netns`` overlay is missing (ufw would then edit the
+machine's own /etc/ufw).
+
+Usage::
+
+    sglab.py up SCENARIO.yml [--workdir DIR]   # create or refresh the lab (idempotent)
+    sglab.py down [--workdir DIR]              # remove every lab namespace and file
+    sglab.py status [--workdir DIR]
+    sglab.py exec HOST -- CMD ARGS...          # run a command inside a lab host
+    sglab.py record SCENARIO.yml OUTDIR        # record real command outputs for unit tests
+"""
+
+import argparse
+import concurrent.futures
+import hashlib
+import ipaddress
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import yaml
+
+PREFIX = "sg-"
+BRIDGE = "sgbr0"
+NET4 = ipaddress.ip_network("198.18.0.0/24")
+NET6 = ipaddress.ip_network("fd53:1b7e:5060::/64")
+CONTROLLER_INDEX = 1
+FIRST_HOST_INDEX = 11
+MAX_HOSTS = 200
+DEFAULT_WORKDIR = "/var/tmp/sipguard-lab"
+NETNS_ETC = "/etc/netns"
+KAMAILIO_MODULES = "/usr/lib/x86_64-linux-gnu/kamailio/modules"
+LAB_CONTAINER_NET4 = ipaddress.ip_network("172.30.0.0/24")
+
+KAMAILIO_CFG = """#!KAMAILIO
+# sipguard lab SIP server: answers OPTIONS with 200, everything else with 403.
+# (5061 is plain TCP: it only has to accept connections.)
+debug=1
+log_stderror=no
+fork=yes
+children=1
+tcp_children=1
+auto_aliases=no
+{listen}
+server_header="Server: kamailio (sipguard lab {name})"
+mpath="{mpath}"
+loadmodule "sl.so"
+request_route {{
+    if (method == "OPTIONS") {{
+        sl_send_reply("200", "OK");
+        exit;
+    }}
+    sl_send_reply("403", "Forbidden");
+    exit;
+}}
+"""
+
+
+class LabError(RuntimeError):
+    pass
+
+
+def log(msg):
+    print("sglab: %s" % msg, file=sys.stderr, flush=True)
+
+
+def run(argv, check=True, capture=True, timeout=60, input_text=None):
+    """Run an argument list (never a shell string)."""
+    proc = subprocess.run(
+        argv,
+        input=input_text,
+        stdout=subprocess.PIPE if capture else None,
+        stderr=subprocess.PIPE if capture else None,
+        text=True,
+        timeout=timeout,
+    )
+    if check and proc.returncode != 0:
+        raise LabError("%s failed (rc=%s): %s" % (" ".join(argv), proc.returncode, (proc.stderr or "").strip()))
+    return proc
+
+
+def _check_ns(ns):
+    if not ns.startswith(PREFIX):
+        raise LabError("refusing to act on namespace %r: lab namespaces start with %r" % (ns, PREFIX))
+
+
+def nsexec(ns, argv, **kw):
+    _check_ns(ns)
+    return run(["ip", "netns", "exec", ns] + list(argv), **kw)
+
+
+def ufw(ns, args, **kw):
+    """ufw inside a lab host; refuses when the host's /etc overlay is missing."""
+    _check_ns(ns)
+    for sub in ("ufw", "default"):
+        if not os.path.isdir(os.path.join(NETNS_ETC, ns, sub)):
+            raise LabError("%s has no %s/%s overlay; refusing to run ufw" % (ns, NETNS_ETC, sub))
+    return nsexec(ns, ["ufw"] + list(args), **kw)
+
+
+def list_lab_namespaces():
+    out = run(["ip", "-j", "netns", "list"], check=False).stdout or "[]"
+    try:
+        names = [n["name"] for n in json.loads(out)]
+    except ValueError:
+        names = []
+    return [n for n in names if n.startswith(PREFIX)]
+
+
+# --------------------------------------------------------------------------- scenario
+
+def load_scenario(path):
+    with open(path) as fh:
+        data = yaml.safe_load(fh) or {}
+    defaults = data.get("defaults") or {}
+    hosts = []
+    names = set()
+    for index, raw in enumerate(data.get("hosts") or []):
+        host = dict(defaults)
+        host.update(raw)
+        name = host.get("name")
+        if not name or not all(c.isalnum() or c == "-" for c in name) or len(name) > 24:
+            raise LabError("hosts[%d]: name %r must be 1-24 letters, digits or '-'" % (index, name))
+        if name in names:
+            raise LabError("hosts[%d]: duplicate host name %r" % (index, name))
+        names.add(name)
+        host["index"] = FIRST_HOST_INDEX + index
+        hosts.append(host)
+    for count in range(int(data.get("generate", {}).get("count", 0))):
+        template = dict(defaults)
+        template.update(data["generate"].get("host", {}))
+        template["name"] = "%s%02d" % (data["generate"].get("prefix", "node"), count + 1)
+        template["index"] = FIRST_HOST_INDEX + len(hosts)
+        hosts.append(template)
+    if len(hosts) > MAX_HOSTS:
+        raise LabError("at most %d lab hosts (got %d)" % (MAX_HOSTS, len(hosts)))
+    vantages = []
+    for index, raw in enumerate(data.get("vantages") or []):
+        vantage = dict(raw)
+        vantage["index"] = int(vantage.get("index", 250 - index))
+        vantages.append(vantage)
+    return {"hosts": hosts, "vantages": vantages, "path": os.path.abspath(path)}
+
+
+def addr4(index):
+    return str(NET4.network_address + index)
+
+
+def addr6(index):
+    return str(NET6.network_address + index)
+
+
+def host_digest(host):
+    return hashlib.sha256(json.dumps(host, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------- network
+
+def ensure_bridge():
+    if run(["ip", "link", "show", BRIDGE], check=False).returncode != 0:
+        run(["ip", "link", "add", BRIDGE, "type", "bridge"])
+    run(["ip", "link", "set", BRIDGE, "up"])
+    have = run(["ip", "-o", "addr", "show", "dev", BRIDGE]).stdout
+    for addr, plen, extra in ((addr4(CONTROLLER_INDEX), NET4.prefixlen, []),
+                              (addr6(CONTROLLER_INDEX), NET6.prefixlen, ["nodad"])):
+        if " %s/%d " % (addr, plen) not in have:
+            run(["ip", "addr", "add", "%s/%d" % (addr, plen), "dev", BRIDGE] + extra)
+
+
+def remove_bridge():
+    if run(["ip", "link", "show", BRIDGE], check=False).returncode == 0:
+        run(["ip", "link", "del", BRIDGE], check=False)
+
+
+def create_netns(ns, index, veth):
+    run(["ip", "netns", "add", ns])
+    nsexec(ns, ["ip", "link", "set", "lo", "up"])
+    run(["ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns])
+    run(["ip", "link", "set", veth, "master", BRIDGE])
+    run(["ip", "link", "set", veth, "up"])
+    nsexec(ns, ["sysctl", "-q", "-w", "net.ipv6.conf.eth0.accept_ra=0"])
+    nsexec(ns, ["ip", "link", "set", "eth0", "up"])
+    nsexec(ns, ["ip", "addr", "add", "%s/%d" % (addr4(index), NET4.prefixlen), "dev", "eth0"])
+    nsexec(ns, ["ip", "addr", "add", "%s/%d" % (addr6(index), NET6.prefixlen), "dev", "eth0", "nodad"])
+    nsexec(ns, ["ip", "route", "add", "default", "via", addr4(CONTROLLER_INDEX)])
+
+
+def kill_namespace_processes(ns):
+    pids = run(["ip", "netns", "pids", ns], check=False).stdout.split()
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        alive = []
+        for pid in pids:
+            try:
+                os.kill(int(pid), sig)
+                alive.append(pid)
+            except (ProcessLookupError, ValueError):
+                pass
+        if not alive:
+            return
+        deadline = time.time() + 3
+        while time.time() < deadline:
+            alive = [p for p in alive if os.path.exists("/proc/%s" % p)]
+            if not alive:
+                return
+            time.sleep(0.05)
+        pids = alive
+
+
+def destroy_namespace(ns):
+    _check_ns(ns)
+    kill_namespace_processes(ns)
+    run(["ip", "netns", "del", ns], check=False)
+    shutil.rmtree(os.path.join(NETNS_ETC, ns), ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- hosts
+
+def write(path, text, mode=0o644):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as fh:
+        fh.write(text)
+    os.chmod(path, mode)
+
+
+def prepare_etc(ns, host, workdir):
+    """Give the host its own /etc/ufw, /etc/default and /etc/ssh."""
+    etc = os.path.join(NETNS_ETC, ns)
+    shutil.rmtree(etc, ignore_errors=True)
+    os.makedirs(etc)
+    shutil.copytree("/etc/default", os.path.join(etc, "default"), symlinks=True)
+    ufw_dir = os.path.join(etc, "ufw")
+    if host.get("ufw_installed", True):
+        shutil.copytree("/etc/ufw", ufw_dir, symlinks=True)
+        # Pristine package rules, whatever the machine's own /etc/ufw holds.
+        for name in ("before.rules", "before6.rules", "after.rules", "after6.rules", "user.rules", "user6.rules"):
+            shutil.copy2(os.path.join("/usr/share/ufw/iptables", name), os.path.join(ufw_dir, name))
+        shutil.copy2("/usr/share/ufw/ufw.conf", os.path.join(ufw_dir, "ufw.conf"))
+        ipv6 = "yes" if host.get("ipv6", True) else "no"
+        path = os.path.join(etc, "default", "ufw")
+        with open(path) as fh:
+            lines = [("IPV6=%s" % ipv6) if ln.startswith("IPV6=") else ln for ln in fh.read().splitlines()]
+        write(path, "\n".join(lines) + "\n")
+    else:
+        os.makedirs(ufw_dir)  # an empty /etc/ufw: the host has no UFW configuration
+    for item in host.get("files") or []:
+        write(os.path.join(etc, item["path"]), item["content"])
+    for key, fname in (("before_rules", "before.rules"), ("before6_rules", "before6.rules")):
+        if host.get(key):
+            path = os.path.join(ufw_dir, fname)
+            with open(path) as fh:
+                text = fh.read()
+            marker = "# End required lines\n"
+            if marker not in text:
+                raise LabError("%s: no '%s' marker in %s" % (host["name"], marker.strip(), fname))
+            text = text.replace(marker, marker + "\n".join(host[key]) + "\n", 1)
+            write(path, text)
+    ssh = os.path.join(etc, "ssh")
+    os.makedirs(ssh)
+    key = os.path.join(ssh, "ssh_host_ed25519_key")
+    run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", ns, "-f", key])
+    port = int(host.get("ssh_port", 22))
+    write(os.path.join(ssh, "sshd_config"), "\n".join([
+        "# sipguard lab host %s" % host["name"],
+        "Port %d" % port,
+        "ListenAddress 0.0.0.0",
+        "ListenAddress ::",
+        "HostKey /etc/ssh/ssh_host_ed25519_key",
+        "PidFile /run/sipguard-lab-%s-sshd.pid" % ns,
+        "PermitRootLogin prohibit-password",
+        "PasswordAuthentication no",
+        "KbdInteractiveAuthentication no",
+        "UsePAM no",
+        "StrictModes no",
+        "AuthorizedKeysFile %s" % os.path.join(workdir, "id_ed25519.pub"),
+        "Subsystem sftp internal-sftp",
+        "AcceptEnv LANG LC_*",
+        "MaxStartups 100:30:200",
+        "MaxSessions 50",
+        "",
+    ]))
+
+
+def kamailio_listen(addresses):
+    lines = []
+    for addr in addresses:
+        addr = ("[%s]" % addr) if ":" in addr else addr
+        # 5061/tcp is plain TCP here: a listener, so a probe sees "open" exactly when admitted.
+        for proto, port in (("udp", 5060), ("tcp", 5060), ("tcp", 5061)):
+            lines.append("listen=%s:%s:%d" % (proto, addr, port))
+    return "\n".join(lines)
+
+
+def start_kamailio(ns, name, workdir, addresses):
+    hostdir = os.path.join(workdir, "hosts", name)
+    os.makedirs(hostdir, exist_ok=True)
+    cfg = os.path.join(hostdir, "kamailio-%s.cfg" % ns)
+    write(cfg, KAMAILIO_CFG.format(listen=kamailio_listen(addresses), name=name, mpath=KAMAILIO_MODULES))
+    rundir = os.path.join(hostdir, "kamailio-run-%s" % ns)
+    os.makedirs(rundir, exist_ok=True)
+    nsexec(ns, ["kamailio", "-f", cfg, "-P", os.path.join(rundir, "kamailio.pid"), "-Y", rundir,
+                "-m", "16", "-M", "4"], timeout=30)
+
+
+def setup_container(ns, host, workdir):
+    """A Docker-style 'container': a nested namespace behind a DNAT on the host."""
+    cns = ns + "-c"
+    run(["ip", "netns", "add", cns])
+    nsexec(cns, ["ip", "link", "set", "lo", "up"])
+    nsexec(ns, ["ip", "link", "add", "ctr0", "type", "veth", "peer", "name", "eth0", "netns", cns])
+    gw = str(LAB_CONTAINER_NET4.network_address + 1)
+    caddr = str(LAB_CONTAINER_NET4.network_address + 2)
+    nsexec(ns, ["ip", "addr", "add", "%s/24" % gw, "dev", "ctr0"])
+    nsexec(ns, ["ip", "link", "set", "ctr0", "up"])
+    nsexec(cns, ["ip", "addr", "add", "%s/24" % caddr, "dev", "eth0"])
+    nsexec(cns, ["ip", "link", "set", "eth0", "up"])
+    nsexec(cns, ["ip", "route", "add", "default", "via", gw])
+    nsexec(ns, ["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"])
+    start_kamailio(cns, host["name"] + "-container", workdir, ["0.0.0.0"])
+
+
+def wait_tcp(addr, port, timeout=15.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with socket.create_connection((addr, port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise LabError("sshd on %s:%d did not come up within %.0fs" % (addr, port, timeout))
+
+
+def build_host(host, workdir):
+    name = host["name"]
+    ns = PREFIX + name
+    index = host["index"]
+    destroy_namespace(ns)
+    destroy_namespace(ns + "-c")
+    prepare_etc(ns, host, workdir)
+    create_netns(ns, index, "sgv%d" % index)
+    for args in host.get("ufw") or []:
+        ufw(ns, [str(a) for a in args])
+    if host.get("ufw_installed", True) and host.get("enable", True):
+        ufw(ns, ["--force", "enable"])
+    if host.get("container"):
+        setup_container(ns, host, workdir)
+    for args in host.get("iptables") or []:
+        nsexec(ns, ["iptables"] + [str(a) for a in args])
+    for args in host.get("ip6tables") or []:
+        nsexec(ns, ["ip6tables"] + [str(a) for a in args])
+    if host.get("sip", False):
+        # The lab address, not [::]: kamailio's TCP [::] bind collides with 0.0.0.0 (dual-stack).
+        start_kamailio(ns, name, workdir, ["0.0.0.0", addr6(index)])
+    nsexec(ns, ["/usr/sbin/sshd", "-f", "/etc/ssh/sshd_config"])
+    wait_tcp(addr4(index), int(host.get("ssh_port", 22)))
+    write(os.path.join(workdir, "hosts", name, "digest"), host_digest(host))
+    return name
+
+
+def build_vantage(vantage):
+    ns = PREFIX + vantage["name"]
+    destroy_namespace(ns)
+    os.makedirs(os.path.join(NETNS_ETC, ns), exist_ok=True)
+    create_netns(ns, vantage["index"], "sgv%d" % vantage["index"])
+
+
+def host_is_current(host, workdir):
+    ns = PREFIX + host["name"]
+    path = os.path.join(workdir, "hosts", host["name"], "digest")
+    if ns not in list_lab_namespaces() or not os.path.exists(path):
+        return False
+    with open(path) as fh:
+        if fh.read().strip() != host_digest(host):
+            return False
+    try:
+        with socket.create_connection((addr4(host["index"]), int(host.get("ssh_port", 22))), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def ensure_key(workdir):
+    key = os.path.join(workdir, "id_ed25519")
+    if not os.path.exists(key):
+        os.makedirs(workdir, exist_ok=True)
+        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "sipguard-lab", "-f", key])
+    return key
+
+
+def write_inventory(scenario, workdir, key):
+    hosts = {}
+    for host in scenario["hosts"]:
+        hosts[host["name"]] = {
+            "ansible_host": addr4(host["index"]),
+            "ansible_port": int(host.get("ssh_port", 22)),
+            "sipguard_lab_ipv4": addr4(host["index"]),
+            "sipguard_lab_ipv6": addr6(host["index"]),
+            "sipguard_lab_netns": PREFIX + host["name"],
+        }
+    inventory = {
+        "all": {
+            "vars": {
+                "ansible_user": "root",
+                "ansible_ssh_private_key_file": key,
+                "ansible_ssh_common_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null "
+                                           "-o LogLevel=ERROR",
+                "ansible_python_interpreter": "/usr/bin/python3",
+                "sipguard_lab_controller_ipv4": addr4(CONTROLLER_INDEX),
+                "sipguard_lab_controller_ipv6": addr6(CONTROLLER_INDEX),
+            },
+            "children": {"sipguard_lab": {"hosts": hosts}},
+        }
+    }
+    path = os.path.join(workdir, "inventory.yml")
+    write(path, "# written by tests/lab/sglab.py from %s\n" % scenario["path"]
+          + yaml.safe_dump(inventory, sort_keys=False))
+    lab = {
+        "scenario": scenario["path"],
+        "hosts": {h["name"]: {"netns": PREFIX + h["name"], "ipv4": addr4(h["index"]), "ipv6": addr6(h["index"]),
+                              "ssh_port": int(h.get("ssh_port", 22)), "spec": h} for h in scenario["hosts"]},
+        "vantages": {v["name"]: {"netns": PREFIX + v["name"], "ipv4": addr4(v["index"]),
+                                 "ipv6": addr6(v["index"])} for v in scenario["vantages"]},
+        "controller": {"ipv4": addr4(CONTROLLER_INDEX), "ipv6": addr6(CONTROLLER_INDEX)},
+        "inventory": path,
+        "key": key,
+    }
+    write(os.path.join(workdir, "lab.json"), json.dumps(lab, indent=2, sort_keys=True))
+    return path
+
+
+def up(scenario_path, workdir, jobs=8):
+    if os.geteuid() != 0:
+        raise LabError("the lab needs root (network namespaces); run as root")
+    scenario = load_scenario(scenario_path)
+    os.makedirs(workdir, exist_ok=True)
+    key = ensure_key(workdir)
+    os.makedirs("/run/sshd", exist_ok=True)
+    wanted = {PREFIX + h["name"] for h in scenario["hosts"]}
+    wanted |= {PREFIX + h["name"] + "-c" for h in scenario["hosts"] if h.get("container")}
+    wanted |= {PREFIX + v["name"] for v in scenario["vantages"]}
+    for ns in list_lab_namespaces():
+        if ns not in wanted:
+            log("removing stale %s" % ns)
+            destroy_namespace(ns)
+    ensure_bridge()
+    for vantage in scenario["vantages"]:
+        build_vantage(vantage)
+    todo = [h for h in scenario["hosts"] if not host_is_current(h, workdir)]
+    log("%d hosts, %d to (re)build" % (len(scenario["hosts"]), len(todo)))
+    with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
+        futures = {pool.submit(build_host, h, workdir): h["name"] for h in todo}
+        errors = []
+        for fut in concurrent.futures.as_completed(futures):
+            try:
+                fut.result()
+            except Exception as exc:  # report every failing host, not just the first
+                errors.append("%s: %s" % (futures[fut], exc))
+    if errors:
+        raise LabError("lab hosts failed:\n  " + "\n  ".join(errors))
+    inventory = write_inventory(scenario, workdir, key)
+    log("lab ready: %d hosts; inventory %s" % (len(scenario["hosts"]), inventory))
+    return inventory
+
+
+def down(workdir):
+    for ns in list_lab_namespaces():
+        destroy_namespace(ns)
+    for name in os.listdir(NETNS_ETC) if os.path.isdir(NETNS_ETC) else []:
+        if name.startswith(PREFIX):
+            shutil.rmtree(os.path.join(NETNS_ETC, name), ignore_errors=True)
+    remove_bridge()
+    shutil.rmtree(os.path.join(workdir, "hosts"), ignore_errors=True)
+    for name in ("inventory.yml", "lab.json"):
+        if os.path.exists(os.path.join(workdir, name)):
+            os.remove(os.path.join(workdir, name))
+    log("lab removed")
+
+
+def load_lab(workdir):
+    path = os.path.join(workdir, "lab.json")
+    if not os.path.exists(path):
+        raise LabError("no lab at %s; run 'sglab.py up SCENARIO' first" % workdir)
+    with open(path) as fh:
+        return json.load(fh)
+
+
+def record(scenario_path, outdir, workdir):
+    """Record, from each lab host, the exact commands and files ufw_info reads."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    sys.path.insert(0, os.path.join(here, "..", ".."))
+    lab = load_lab(workdir)
+    os.makedirs(outdir, exist_ok=True)
+    commands = {
+        "iptables-save": ["iptables-save"],
+        "ip6tables-save": ["ip6tables-save"],
+        "ss-lntup": ["ss", "-H", "-l", "-n", "-t", "-u", "-p"],
+        "ip-addr": ["ip", "-o", "addr", "show"],
+        "ip-route": ["ip", "-o", "route", "show", "table", "main"],
+        "ip6-route": ["ip", "-o", "-6", "route", "show", "table", "main"],
+        "ufw-status-numbered": ["ufw", "status", "numbered"],
+    }
+    files = {"user.rules": "/etc/ufw/user.rules", "user6.rules": "/etc/ufw/user6.rules",
+             "ufw.conf": "/etc/ufw/ufw.conf", "default-ufw": "/etc/default/ufw"}
+    for name, info in sorted(lab["hosts"].items()):
+        ns = info["netns"]
+        for label, argv in commands.items():
+            proc = nsexec(ns, argv, check=False)
+            write(os.path.join(outdir, "%s__%s.txt" % (name, label)), proc.stdout)
+        for label, path in files.items():
+            proc = nsexec(ns, ["cat", path], check=False)
+            if proc.returncode == 0:
+                write(os.path.join(outdir, "%s__%s.txt" % (name, label)), proc.stdout)
+    log("recorded %d hosts into %s" % (len(lab["hosts"]), outdir))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workdir", default=os.environ.get("SIPGUARD_LAB_DIR", DEFAULT_WORKDIR))
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p_up = sub.add_parser("up", help="create or refresh the lab from a scenario (idempotent)")
+    p_up.add_argument("scenario")
+    p_up.add_argument("--jobs", type=int, default=8)
+    sub.add_parser("down", help="remove every lab namespace, the bridge and lab files")
+    sub.add_parser("status", help="print the lab description (JSON)")
+    p_exec = sub.add_parser("exec", help="run a command inside a lab host or vantage")
+    p_exec.add_argument("host")
+    p_exec.add_argument("argv", nargs=argparse.REMAINDER)
+    p_rec = sub.add_parser("record", help="record real outputs from every lab host")
+    p_rec.add_argument("scenario")
+    p_rec.add_argument("outdir")
+    args = parser.parse_args(argv)
+    try:
+        if args.cmd == "up":
+            print(up(args.scenario, args.workdir, args.jobs))
+        elif args.cmd == "down":
+            down(args.workdir)
+        elif args.cmd == "status":
+            print(json.dumps(load_lab(args.workdir), indent=2))
+        elif args.cmd == "exec":
+            argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
+            ns = args.host if args.host.startswith(PREFIX) else PREFIX + args.host
+            _check_ns(ns)
+            return subprocess.call(["ip", "netns", "exec", ns] + argv)
+        elif args.cmd == "record":
+            record(args.scenario, args.outdir, args.workdir)
+    except (LabError, subprocess.TimeoutExpired, OSError, KeyError) as exc:
+        log("error: %s" % exc)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
