@@ -19,7 +19,7 @@ Usage::
     sglab.py down [--workdir DIR]              # remove every lab namespace and file
     sglab.py status [--workdir DIR]
     sglab.py exec HOST -- CMD ARGS...          # run a command inside a lab host
-    sglab.py record SCENARIO.yml OUTDIR        # record real command outputs for unit tests
+    sglab.py record OUTDIR                     # record what ufw_info reads, for unit tests
 """
 
 import argparse
@@ -500,32 +500,48 @@ def load_lab(workdir):
         return json.load(fh)
 
 
-def record(scenario_path, outdir, workdir):
-    """Record, from each lab host, the exact commands and files ufw_info reads."""
-    here = os.path.dirname(os.path.abspath(__file__))
-    sys.path.insert(0, os.path.join(here, "..", ".."))
+def _model():
+    """The collection's UFW model, imported from this checkout (for COMMANDS and FILES)."""
+    root = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+    shim = os.path.join(DEFAULT_WORKDIR, "collections")
+    link = os.path.join(shim, "ansible_collections", "sipguard", "firewall")
+    os.makedirs(os.path.dirname(link), exist_ok=True)
+    if os.path.islink(link) and os.readlink(link) != root:
+        os.remove(link)
+    if not os.path.islink(link):
+        os.symlink(root, link)
+    if shim not in sys.path:
+        sys.path.insert(0, shim)
+    from ansible_collections.sipguard.firewall.plugins.module_utils import ufw_model
+    return ufw_model
+
+
+def record(outdir, workdir):
+    """Record, from each lab host, exactly the commands and files ufw_info reads.
+
+    Files are named ``<host>__<key>.txt`` after the keys of ufw_model.COMMANDS and FILES;
+    ``ufw status numbered`` is recorded too, as an oracle for rule numbering.
+    """
+    model = _model()
     lab = load_lab(workdir)
     os.makedirs(outdir, exist_ok=True)
-    commands = {
-        "iptables-save": ["iptables-save"],
-        "ip6tables-save": ["ip6tables-save"],
-        "ss-lntup": ["ss", "-H", "-l", "-n", "-t", "-u", "-p"],
-        "ip-addr": ["ip", "-o", "addr", "show"],
-        "ip-route": ["ip", "-o", "route", "show", "table", "main"],
-        "ip6-route": ["ip", "-o", "-6", "route", "show", "table", "main"],
-        "ufw-status-numbered": ["ufw", "status", "numbered"],
-    }
-    files = {"user.rules": "/etc/ufw/user.rules", "user6.rules": "/etc/ufw/user6.rules",
-             "ufw.conf": "/etc/ufw/ufw.conf", "default-ufw": "/etc/default/ufw"}
+    commands = dict(model.COMMANDS)
+    commands["ufw_status_numbered"] = ["ufw", "status", "numbered"]
     for name, info in sorted(lab["hosts"].items()):
         ns = info["netns"]
-        for label, argv in commands.items():
+        for label, argv in sorted(commands.items()):
             proc = nsexec(ns, argv, check=False)
             write(os.path.join(outdir, "%s__%s.txt" % (name, label)), proc.stdout)
-        for label, path in files.items():
+        for label, path in sorted(model.FILES.items()):
             proc = nsexec(ns, ["cat", path], check=False)
             if proc.returncode == 0:
                 write(os.path.join(outdir, "%s__%s.txt" % (name, label)), proc.stdout)
+        apps = nsexec(ns, ["ls", model.APPLICATIONS_DIR], check=False).stdout.split()
+        for app in apps:
+            if app.startswith("ufw-"):
+                continue  # ufw's own stock profiles: identical on every host
+            proc = nsexec(ns, ["cat", os.path.join(model.APPLICATIONS_DIR, app)], check=False)
+            write(os.path.join(outdir, "%s__applications.d__%s.txt" % (name, app)), proc.stdout)
     log("recorded %d hosts into %s" % (len(lab["hosts"]), outdir))
 
 
@@ -541,8 +557,7 @@ def main(argv=None):
     p_exec = sub.add_parser("exec", help="run a command inside a lab host or vantage")
     p_exec.add_argument("host")
     p_exec.add_argument("argv", nargs=argparse.REMAINDER)
-    p_rec = sub.add_parser("record", help="record real outputs from every lab host")
-    p_rec.add_argument("scenario")
+    p_rec = sub.add_parser("record", help="record what ufw_info reads, from every lab host")
     p_rec.add_argument("outdir")
     args = parser.parse_args(argv)
     try:
@@ -558,7 +573,7 @@ def main(argv=None):
             _check_ns(ns)
             return subprocess.call(["ip", "netns", "exec", ns] + argv)
         elif args.cmd == "record":
-            record(args.scenario, args.outdir, args.workdir)
+            record(args.outdir, args.workdir)
     except (LabError, subprocess.TimeoutExpired, OSError, KeyError) as exc:
         log("error: %s" % exc)
         return 1

@@ -1,0 +1,285 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: sipguard maintainers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+---
+module: ufw_info
+short_description: Report UFW state and the effective firewall verdict for SIP ports
+version_added: 0.1.0
+description:
+  - Reads UFW's configuration and rules, the sockets listening on the requested ports, and the
+    live netfilter state (C(iptables-save), C(ip6tables-save)) of the host, in one invocation.
+  - For each requested port and protocol it computes, for IPv4 and IPv6, what the kernel does to a
+    new packet from an arbitrary sender, taking the first matching rule across the raw, mangle and nat
+    PREROUTING chains, UFW's before, user and after chains, and the default policy. A DNAT of the
+    port to another address is followed into the FORWARD path, the way Docker-published ports
+    bypass UFW.
+  - Rules that depend on the sender (source address, source port, input interface, ipsets) are
+    explored both ways, so a port admitted only for some senders is reported as C(restricted).
+  - Matches the model cannot evaluate are assumed to match when they would admit the packet and
+    not to match when they would block it, so that uncertainty errs towards reporting exposure.
+  - Read-only; needs root (C(become=true)) to read netfilter.
+author:
+  - sipguard maintainers
+extends_documentation_fragment:
+  - sipguard.firewall.attributes
+  - sipguard.firewall.attributes.INFO_MODULE
+options:
+  ports:
+    description:
+      - Ports to evaluate, as C(PORT/PROTO) (C(tcp) or C(udp)) or a bare C(PORT) meaning both.
+    type: list
+    elements: str
+    default: ['5060/udp', '5060/tcp', '5061/tcp']
+requirements:
+  - iptables (iptables-save, ip6tables-save), iproute2 (ss, ip) on the target.
+notes:
+  - Rule numbers are the numbers C(ufw status numbered) shows (IPv4 rules first, then IPv6; the
+    tuples of one application rule share a number).
+  - A host without UFW is still evaluated; the verdict then comes from whatever netfilter holds.
+seealso:
+  - module: sipguard.firewall.sip_probe
+"""
+
+EXAMPLES = r"""
+- name: Inspect SIP exposure
+  sipguard.firewall.ufw_info:
+  become: true
+  register: sip
+
+- name: Fail when SIP is reachable
+  ansible.builtin.assert:
+    that: not sip.exposed
+    fail_msg: "{{ sip.exposure | selectattr('ipv4.state', 'ne', 'blocked') | map(attribute='ipv4.reason') | list }}"
+
+- name: Only UDP 5060 and a custom TLS port
+  sipguard.firewall.ufw_info:
+    ports: ['5060/udp', '15061/tcp']
+  become: true
+"""
+
+RETURN = r"""
+ufw:
+  description: UFW's state and rules.
+  returned: always
+  type: dict
+  contains:
+    installed:
+      description: The ufw command and C(/etc/ufw/ufw.conf) exist.
+      type: bool
+      sample: true
+    active:
+      description: UFW's chains are loaded in the kernel now.
+      type: bool
+      sample: true
+    enabled:
+      description: C(ENABLED=yes) in C(/etc/ufw/ufw.conf) (UFW starts at boot).
+      type: bool
+      sample: true
+    ipv6:
+      description: C(IPV6=yes) in C(/etc/default/ufw).
+      type: bool
+      sample: true
+    defaults:
+      description: Default policies.
+      type: dict
+      sample: {"incoming": "deny", "outgoing": "allow", "routed": "deny"}
+    logging:
+      description: UFW's log level, or null without UFW.
+      type: str
+      sample: low
+    rules:
+      description: UFW rules in C(ufw status numbered) order.
+      type: list
+      elements: dict
+      contains:
+        number:
+          description: The number C(ufw status numbered) shows.
+          type: int
+        action:
+          description: allow, deny, reject or limit.
+          type: str
+        direction:
+          description: in or out.
+          type: str
+        ports:
+          description: Destination ports (C(5060), C(5000:6000), C(80,443) or C(any)).
+          type: str
+        proto:
+          description: tcp, udp or any.
+          type: str
+        from:
+          description: Source as C(ufw status) prints it.
+          type: str
+        to:
+          description: Destination as C(ufw status) prints it.
+          type: str
+        interface:
+          description: Interface the rule is bound to, or null.
+          type: str
+        v6:
+          description: The rule is an IPv6 rule.
+          type: bool
+        comment:
+          description: The rule's comment, or null.
+          type: str
+        app:
+          description: Application profile name, or null.
+          type: str
+        app_ports:
+          description: The application profile's port specs.
+          type: list
+          elements: dict
+      sample:
+        - {"number": 1, "action": "allow", "direction": "in", "ports": "22", "proto": "tcp", "from": "Anywhere",
+           "to": "22/tcp", "interface": null, "v6": false, "comment": null, "app": null}
+    app_profiles:
+      description: Application profiles from C(/etc/ufw/applications.d), expanded to port specs.
+      type: dict
+      sample: {"OpenSSH": {"title": "Secure shell server", "ports": [{"ports": "22", "proto": "tcp"}]}}
+listeners:
+  description: Sockets listening on the requested ports.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"proto": "udp", "address": "0.0.0.0", "port": 5060, "family": "ipv4", "process": "kamailio", "pid": 812}]
+exposure:
+  description: One item per requested port/proto with the verdict for IPv4 and IPv6.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    port:
+      description: Port number.
+      type: int
+    proto:
+      description: tcp or udp.
+      type: str
+    ipv4:
+      description: The IPv4 verdict.
+      type: dict
+      contains:
+        state:
+          description: C(open) (admitted from any sender), C(restricted) (only some senders or interfaces), C(blocked).
+          type: str
+        action:
+          description: What netfilter does to an arbitrary sender's packet (accept, drop, reject).
+          type: str
+        rule:
+          description: The deciding UFW rule number, or null when no UFW user rule decided.
+          type: int
+        reason:
+          description: One readable line saying why.
+          type: str
+        via:
+          description: Where the decision was made (ufw, policy, before.rules, after.rules, netfilter, dnat, address).
+          type: str
+        bypass:
+          description: The port is admitted while UFW is active by something other than UFW's user rules.
+          type: bool
+        remediation:
+          description: What to do about a bypass (only with I(bypass=true)).
+          type: str
+        conditions:
+          description: For C(restricted), the senders or interfaces that are admitted.
+          type: list
+          elements: str
+        listening:
+          description: A socket listens on this port and family on the host itself.
+          type: bool
+    ipv6:
+      description: The IPv6 verdict, same keys as I(ipv4).
+      type: dict
+  sample:
+    - port: 5060
+      proto: udp
+      ipv4: {"state": "open", "action": "accept", "rule": 2, "via": "ufw", "bypass": false, "conditions": [],
+             "reason": "ufw rule 2 (ALLOW IN 5060/udp from Anywhere) accepts", "listening": true}
+      ipv6: {"state": "blocked", "action": "drop", "rule": null, "via": "policy", "bypass": false, "conditions": [],
+             "reason": "default incoming policy: drop", "listening": false}
+exposed:
+  description: True when any requested port is C(open) or C(restricted) on any family.
+  returned: always
+  type: bool
+  sample: true
+caveats:
+  description: Things the verdict could not take into account (also given as warnings).
+  returned: always
+  type: list
+  elements: str
+  sample: []
+"""
+
+import os
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.sipguard.firewall.plugins.module_utils.ports import DEFAULT_PORTS, PortSpecError, parse_port_specs
+from ansible_collections.sipguard.firewall.plugins.module_utils.ufw_model import (
+    APPLICATIONS_DIR,
+    COMMANDS,
+    FILES,
+    UfwModelError,
+    inspect_host,
+)
+from ansible_collections.sipguard.firewall.plugins.module_utils.netfilter import NetfilterParseError
+
+
+def _read(path):
+    try:
+        with open(path) as fh:
+            return fh.read()
+    except (IOError, OSError):
+        return None
+
+
+def _gather(module):
+    """Everything the model needs, read in this one module run (argument lists only)."""
+    raw = {"ufw_binary": module.get_bin_path("ufw"), "commands": {}, "files": {}, "applications": {}}
+    for key, argv in COMMANDS.items():
+        binary = module.get_bin_path(argv[0])
+        if binary is None:
+            raw["commands"][key] = {"rc": None, "out": "", "err": "%s not found" % argv[0]}
+            continue
+        rc, out, err = module.run_command([binary] + argv[1:], environ_update={"LC_ALL": "C"})
+        raw["commands"][key] = {"rc": rc, "out": out, "err": err}
+    for key, path in FILES.items():
+        raw["files"][key] = _read(path)
+    if os.path.isdir(APPLICATIONS_DIR):
+        for name in sorted(os.listdir(APPLICATIONS_DIR)):
+            text = _read(os.path.join(APPLICATIONS_DIR, name))
+            if text is not None:
+                raw["applications"][name] = text
+    return raw
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(ports=dict(type="list", elements="str", default=list(DEFAULT_PORTS))),
+        supports_check_mode=True,
+    )
+    try:
+        specs = parse_port_specs(module.params["ports"])
+    except PortSpecError as exc:
+        module.fail_json(msg=str(exc))
+    if os.geteuid() != 0:
+        module.fail_json(msg="ufw_info reads netfilter with iptables-save, which needs root: "
+                             "run it with become: true")
+    raw = _gather(module)
+    try:
+        result = inspect_host(raw, specs)
+    except (UfwModelError, NetfilterParseError) as exc:
+        module.fail_json(msg="cannot understand this host's firewall state: %s" % exc)
+    for caveat in result["caveats"]:
+        module.warn(caveat)
+    module.exit_json(changed=False, **result)
+
+
+if __name__ == "__main__":
+    main()
