@@ -1,0 +1,88 @@
+# sipguard.firewall — the two commands: `make demo` and `make test` (Debian, as root).
+# Every target installs what it needs itself: Debian packages, a venv, the collection.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := $(CURDIR)/.venv
+BIN := $(VENV)/bin
+BUILD := $(CURDIR)/build
+COLLECTIONS := $(BUILD)/collections
+INSTALLED := $(COLLECTIONS)/ansible_collections/sipguard/firewall
+VERSION := $(shell sed -n 's/^version: *//p' galaxy.yml)
+TARBALL := $(BUILD)/sipguard-firewall-$(VERSION).tar.gz
+LAB_DIR ?= /var/tmp/sipguard-lab
+DEMO_DIR ?= /var/tmp/sipguard-demo
+APT_PACKAGES := ufw iptables iproute2 openssh-server openssh-client kamailio nmap sip-tester procps \
+                python3 python3-venv git
+export ANSIBLE_COLLECTIONS_PATH := $(COLLECTIONS)
+export ANSIBLE_HOST_KEY_CHECKING := False
+export SIPGUARD_LAB_DIR := $(LAB_DIR)
+export PATH := $(BIN):$(PATH)
+
+.PHONY: help deps venv build test unit sanity lint integration molecule demo lab-up lab-down clean
+
+help:
+	@echo "make demo   build the lab fleet, audit it and print each host's SIP exposure"
+	@echo "make test   build the collection and run every test against the installed copy"
+	@echo "make lab-down   remove the lab (network namespaces under sg-*)"
+
+# Debian packages (only those missing, so a warm machine does not touch apt).
+deps:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then echo "apt-get install:$$missing"; apt-get update -qq; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; fi
+
+$(BIN)/ansible: requirements-test.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -r requirements-test.txt
+	touch $@
+
+venv: deps $(BIN)/ansible
+
+SOURCES := $(shell git ls-files 2>/dev/null || find . -path ./.venv -prune -o -path ./build -prune -o -type f -print)
+STAMP := $(BUILD)/.installed
+
+# Build the tarball and install it as a user would; everything is tested on that copy.
+$(STAMP): $(SOURCES) | venv
+	rm -rf $(BUILD) && mkdir -p $(BUILD)
+	$(BIN)/ansible-galaxy collection build --output-path $(BUILD) --force .
+	$(BIN)/ansible-galaxy collection install --force -p $(COLLECTIONS) $(TARBALL) >/dev/null
+	touch $@
+	@echo "installed $(TARBALL) into $(COLLECTIONS)"
+
+build: venv $(STAMP)
+
+unit: build
+	cd $(INSTALLED) && $(BIN)/python -m pytest -q -p no:cacheprovider tests/unit
+
+sanity: build
+	cd $(INSTALLED) && $(BIN)/ansible-test sanity --python 3.11 --color no
+
+lint: build
+	cd $(CURDIR) && $(BIN)/ansible-lint --profile production --offline
+
+integration: build
+	cd $(INSTALLED) && $(BIN)/python -m pytest -q -p no:cacheprovider tests/integration
+
+molecule: build
+	cd $(CURDIR) && $(BIN)/molecule test --all
+
+test: build
+	$(MAKE) --no-print-directory unit sanity lint integration molecule
+
+lab-up: venv
+	$(BIN)/python tests/lab/sglab.py up tests/lab/scenarios/exposure.yml
+
+lab-down:
+	$(PYTHON) tests/lab/sglab.py down
+
+demo: build
+	$(BIN)/python tests/lab/sglab.py up tests/lab/scenarios/exposure.yml
+	$(BIN)/ansible-playbook -i $(LAB_DIR)/inventory.yml playbooks/demo_exposure.yml
+
+clean: lab-down
+	rm -rf $(BUILD) $(VENV)

@@ -1,0 +1,47 @@
+"""Recorded lab outputs (tests/unit/fixtures/lab, written by ``sglab.py record``).
+
+File names are ``<lab host>__<what>.txt``; ``<what>`` is a key of ufw_model.COMMANDS or FILES,
+``applications.d__<profile file>`` or ``ufw_status_numbered`` (ufw's own numbering, an oracle).
+"""
+
+import glob
+import os
+
+import yaml
+
+from ansible_collections.sipguard.firewall.plugins.module_utils import ufw_model
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+LAB = os.path.join(HERE, "fixtures", "lab")
+SCENARIO = os.path.join(HERE, "..", "lab", "scenarios", "exposure.yml")
+
+
+def read(host, what):
+    path = os.path.join(LAB, "%s__%s.txt" % (host, what))
+    if not os.path.exists(path):
+        return None
+    with open(path) as fh:
+        return fh.read()
+
+
+def hosts():
+    return sorted({os.path.basename(p).split("__")[0] for p in glob.glob(os.path.join(LAB, "*__*.txt"))})
+
+
+def raw(host, ufw_binary="/usr/sbin/ufw"):
+    """The dict ufw_info's _gather() builds, from the recorded files of one lab host."""
+    data = {"ufw_binary": ufw_binary, "commands": {}, "files": {}, "applications": {}}
+    for key in ufw_model.COMMANDS:
+        out = read(host, key)
+        data["commands"][key] = {"rc": 0 if out is not None else None, "out": out or "", "err": ""}
+    for key in ufw_model.FILES:
+        data["files"][key] = read(host, key)
+    for path in glob.glob(os.path.join(LAB, "%s__applications.d__*.txt" % host)):
+        with open(path) as fh:
+            data["applications"][path.rsplit("__", 1)[1][:-4]] = fh.read()
+    return data
+
+
+def scenario_hosts():
+    with open(SCENARIO) as fh:
+        return {h["name"]: h for h in yaml.safe_load(fh)["hosts"]}
