@@ -187,7 +187,7 @@ exposure:
           description: What to do about a bypass (only with I(bypass=true)).
           type: str
         conditions:
-          description: For C(restricted), the senders or interfaces that are admitted.
+          description: For C(restricted), the senders or interfaces that are admitted; for C(open), the senders an earlier rule refuses (C(except ...)).
           type: list
           elements: str
         listening:

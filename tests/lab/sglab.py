@@ -20,6 +20,7 @@ Usage::
     sglab.py status [--workdir DIR]
     sglab.py exec HOST -- CMD ARGS...          # run a command inside a lab host
     sglab.py record OUTDIR                     # record what ufw_info reads, for unit tests
+    sglab.py probe [--from VANTAGE] -- TARGETS --ports 5060/udp ...   # SIP probes from a vantage
 """
 
 import argparse
@@ -545,6 +546,22 @@ def record(outdir, workdir):
     log("recorded %d hosts into %s" % (len(lab["hosts"]), outdir))
 
 
+def probe_cli(argv):
+    """Probe with sip_probe's engine from this namespace; prints {"results": [...]} as JSON."""
+    _model()
+    from ansible_collections.sipguard.firewall.plugins.module_utils import sip_prober
+
+    parser = argparse.ArgumentParser(prog="sglab.py probe")
+    parser.add_argument("targets", nargs="+")
+    parser.add_argument("--ports", nargs="+", default=["5060/udp", "5060/tcp"])
+    parser.add_argument("--timeout", type=float, default=1.0)
+    parser.add_argument("--retries", type=int, default=1)
+    args = parser.parse_args(argv)
+    results = sip_prober.probe_targets(args.targets, args.ports, timeout=args.timeout, retries=args.retries)
+    print(json.dumps({"results": results}))
+    return 0
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workdir", default=os.environ.get("SIPGUARD_LAB_DIR", DEFAULT_WORKDIR))
@@ -559,6 +576,9 @@ def main(argv=None):
     p_exec.add_argument("argv", nargs=argparse.REMAINDER)
     p_rec = sub.add_parser("record", help="record what ufw_info reads, from every lab host")
     p_rec.add_argument("outdir")
+    p_probe = sub.add_parser("probe", help="run sip_probe's engine from the controller or a vantage host")
+    p_probe.add_argument("--from", dest="vantage", help="a lab vantage or host name (default: the controller)")
+    p_probe.add_argument("args", nargs=argparse.REMAINDER, help="sip_prober arguments: TARGETS --ports ...")
     args = parser.parse_args(argv)
     try:
         if args.cmd == "up":
@@ -572,6 +592,14 @@ def main(argv=None):
             ns = args.host if args.host.startswith(PREFIX) else PREFIX + args.host
             _check_ns(ns)
             return subprocess.call(["ip", "netns", "exec", ns] + argv)
+        elif args.cmd == "probe":
+            rest = args.args[1:] if args.args[:1] == ["--"] else args.args
+            if args.vantage:
+                ns = PREFIX + args.vantage
+                _check_ns(ns)
+                return subprocess.call(["ip", "netns", "exec", ns, sys.executable, os.path.abspath(__file__),
+                                        "--workdir", args.workdir, "probe", "--"] + rest)
+            return probe_cli(rest)
         elif args.cmd == "record":
             record(args.outdir, args.workdir)
     except (LabError, subprocess.TimeoutExpired, OSError, KeyError) as exc:

@@ -82,6 +82,8 @@ def test_a_denied_source_does_not_make_an_open_port_restricted():
     verdict = ufw_model.inspect_host(lab.raw("deny-source-then-allow"), [PortSpec(5060, "udp")])["exposure"][0]
     assert verdict["ipv4"]["state"] == "open"
     assert verdict["ipv4"]["rule"] == 3
+    assert verdict["ipv4"]["conditions"] == ["except from 198.18.0.250/32"]
+    assert verdict["ipv6"]["conditions"] == []
 
 
 def test_ufw_state_summary():

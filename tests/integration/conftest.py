@@ -1,0 +1,64 @@
+"""Integration tests run against the namespace lab (tests/lab/sglab.py), as root."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TESTS = os.path.dirname(HERE)
+SGLAB = os.path.join(TESTS, "lab", "sglab.py")
+SCENARIOS = os.path.join(TESTS, "lab", "scenarios")
+WORKDIR = os.environ.get("SIPGUARD_LAB_DIR", "/var/tmp/sipguard-lab")
+BIN = os.path.dirname(sys.executable)
+
+
+def sglab(*args, check=True, capture=True):
+    proc = subprocess.run([sys.executable, SGLAB, "--workdir", WORKDIR] + list(args), text=True,
+                          stdout=subprocess.PIPE if capture else None, stderr=subprocess.PIPE if capture else None,
+                          timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError("sglab %s failed: %s" % (" ".join(args), proc.stderr))
+    return proc
+
+
+def lab_up(scenario):
+    sglab("up", os.path.join(SCENARIOS, scenario))
+    with open(os.path.join(WORKDIR, "lab.json")) as fh:
+        return json.load(fh)
+
+
+def adhoc(inventory, pattern, module, args=None, extra_env=None, argv_prefix=(), extra_args=()):
+    """``ansible PATTERN -m MODULE -a ARGS -o`` -> {host: (status, result dict)}."""
+    argv = list(argv_prefix) + [os.path.join(BIN, "ansible"), pattern, "-i", inventory, "-m", module, "-o"]
+    if args:
+        argv += ["-a", json.dumps(args)]
+    argv += list(extra_args)
+    env = dict(os.environ, ANSIBLE_HOST_KEY_CHECKING="False", ANSIBLE_FORKS="25", ANSIBLE_DEPRECATION_WARNINGS="False")
+    env.update(extra_env or {})
+    proc = subprocess.run(argv, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, timeout=600)
+    results = {}
+    for line in proc.stdout.splitlines():
+        if " | " not in line or " => " not in line:
+            continue
+        host, rest = line.split(" | ", 1)
+        status, payload = rest.split(" => ", 1)
+        results[host] = (status.split("!")[0].strip(), json.loads(payload))
+    if not results:
+        raise AssertionError("ansible printed no results:\n%s\n%s" % (proc.stdout, proc.stderr))
+    return results
+
+
+def probe(targets, ports, vantage=None, timeout=1.0, retries=1):
+    args = ["probe"] + (["--from", vantage] if vantage else []) + ["--"] + list(targets) + \
+        ["--ports"] + list(ports) + ["--timeout", str(timeout), "--retries", str(retries)]
+    return json.loads(sglab(*args).stdout)["results"]
+
+
+@pytest.fixture(scope="session")
+def exposure_lab():
+    if os.geteuid() != 0:
+        pytest.fail("the lab tests need root (network namespaces)")
+    return lab_up("exposure.yml")

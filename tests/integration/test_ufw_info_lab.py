@@ -1,0 +1,106 @@
+"""ufw_info's verdict against what real SIP probes see, on every host of the exposure lab.
+
+Every exposure-lab host runs kamailio on 5060/udp, 5060/tcp and 5061/tcp for IPv4 and IPv6, so
+a probe sees ``open`` exactly when netfilter admits the packet. Probes go out from the
+controller (198.18.0.1) and from the vantage namespace (198.18.0.250).
+"""
+
+import os
+import shutil
+import tempfile
+
+import pytest
+
+from conftest import adhoc, probe
+
+PORTS = ["5060/udp", "5060/tcp", "5061/tcp"]
+VANTAGES = ("controller", "vantage")
+
+
+@pytest.fixture(scope="module")
+def observed(exposure_lab):
+    inventory = exposure_lab["inventory"]
+    info = adhoc(inventory, "sipguard_lab", "sipguard.firewall.ufw_info", {"ports": PORTS})
+    targets = []
+    for host in exposure_lab["hosts"].values():
+        targets += [host["ipv4"], host["ipv6"]]
+    seen = {}
+    for vantage in VANTAGES:
+        for r in probe(targets, PORTS, vantage=None if vantage == "controller" else vantage):
+            seen[(vantage, r["address"], "%d/%s" % (r["port"], r["transport"]))] = r
+    return info, seen
+
+
+def _cases(lab_hosts):
+    for name in sorted(lab_hosts):
+        for port in PORTS:
+            for family in ("ipv4", "ipv6"):
+                yield name, port, family
+
+
+def test_every_host_answered(exposure_lab, observed):
+    info, _seen = observed
+    assert sorted(info) == sorted(exposure_lab["hosts"])
+    assert {status for status, _r in info.values()} == {"SUCCESS"}
+
+
+def test_verdicts_match_real_probes_and_the_scenario(exposure_lab, observed):
+    info, seen = observed
+    mismatches = []
+    for name, port, family in _cases(exposure_lab["hosts"]):
+        host = exposure_lab["hosts"][name]
+        spec = host["spec"]
+        verdict = [e for e in info[name][1]["exposure"] if "%d/%s" % (e["port"], e["proto"]) == port][0][family]
+        intended = (spec.get("expect") or {}).get(port, {}).get(family, "blocked")
+        opened = dict((v, seen[(v, host[family], port)]["state"] == "open") for v in VANTAGES)
+        if verdict["state"] == "open":
+            denied = (spec.get("denied_from") or {}).get(port, {}).get(family, [])
+            ok = all(opened[v] != (v in denied) for v in VANTAGES)
+        elif verdict["state"] == "blocked":
+            ok = not any(opened.values())
+        else:  # restricted: open from the allowed vantages, blocked from the others
+            allowed = spec.get("allowed_from", [])
+            ok = bool(allowed) and all(opened[v] == (v in allowed) for v in VANTAGES)
+        if not ok or verdict["state"] != intended:
+            mismatches.append("%s %s %s: ufw_info=%s (%s) intended=%s probes=%s" % (
+                name, port, family, verdict["state"], verdict["reason"], intended,
+                dict((v, seen[(v, host[family], port)]["state"]) for v in VANTAGES)))
+    assert not mismatches, "\n".join(mismatches)
+
+
+def test_the_lab_covers_every_case(exposure_lab, observed):
+    info, _seen = observed
+    verdicts = [e[f] for _s, r in info.values() for e in r["exposure"] for f in ("ipv4", "ipv6")]
+    states = {v["state"] for v in verdicts}
+    vias = {v["via"] for v in verdicts}
+    actions = {v["action"] for v in verdicts}
+    assert states == {"open", "restricted", "blocked"}
+    assert {"ufw", "policy", "before.rules", "netfilter", "dnat"} <= vias
+    assert {"accept", "drop", "reject"} <= actions
+    assert len(exposure_lab["hosts"]) >= 15
+
+
+@pytest.mark.parametrize("ports, message", [
+    (["70000/udp"], "ports[0]: '70000' is not a port (1-65535)"),
+    (["5060/icmp"], "ports[0]: '5060/icmp' has protocol 'icmp'; use tcp or udp (or a bare port for both)"),
+    (["abc"], "ports[0]: 'abc' is not a port number (1-65535)"),
+])
+def test_bad_input_fails_naming_the_value(exposure_lab, ports, message):
+    status, result = adhoc(exposure_lab["inventory"], "deny", "sipguard.firewall.ufw_info", {"ports": ports})["deny"]
+    assert status == "FAILED"
+    assert result["msg"] == message
+    assert "Traceback" not in result.get("module_stderr", "")
+
+
+def test_without_root_it_says_to_use_become():
+    """Read-only, on the machine itself: the module run as 'nobody' must explain, not crash."""
+    home = tempfile.mkdtemp(prefix="sipguard-nobody-")
+    os.chmod(home, 0o777)
+    env = {"HOME": home, "ANSIBLE_LOCAL_TEMP": home + "/tmp", "ANSIBLE_REMOTE_TEMP": home + "/rtmp"}
+    inv = "localhost,"
+    results = adhoc(inv, "localhost", "sipguard.firewall.ufw_info", {}, extra_env=env, extra_args=("-c", "local"),
+                    argv_prefix=("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"))
+    status, result = results["localhost"]
+    assert status == "FAILED"
+    shutil.rmtree(home, ignore_errors=True)
+    assert "needs root" in result["msg"] and "become: true" in result["msg"]
