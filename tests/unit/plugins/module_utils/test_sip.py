@@ -1,0 +1,380 @@
+# -*- coding: utf-8 -*-
+# Copyright: sipguard maintainers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Pure tests of module_utils/sip.py on recorded kamailio/SIPp replies (see fixtures/sip/README.md)."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import errno
+import os
+
+import pytest
+
+from ansible_collections.sipguard.firewall.plugins.module_utils.ports import PortSpecError
+from ansible_collections.sipguard.firewall.plugins.module_utils.sip import (
+    USER_AGENT,
+    ProbeOptionError,
+    ProbeSpec,
+    build_options,
+    check_probe_options,
+    classify_connect_error,
+    classify_icmp,
+    count_states,
+    frame_stream_message,
+    looks_like_sip,
+    new_dialog_ids,
+    parse_certificate_der,
+    parse_probe_ports,
+    parse_response,
+    response_matches,
+    sip_summary,
+)
+
+FIXTURES = os.path.join(os.path.dirname(__file__), "..", "..", "fixtures", "sip")
+
+
+def fixture(name):
+    with open(os.path.join(FIXTURES, name), "rb") as handle:
+        return handle.read()
+
+
+KAMAILIO = "kamailio (5.6.3 (x86_64/linux))"
+
+
+@pytest.mark.parametrize(
+    "name, status, phrase, server, user_agent, allow, supported, call_id, branch, content_length",
+    [
+        ("kamailio-5.6__options-200.sip", 200, "OK", KAMAILIO, None, [], [],
+         "c8e66dc4e690523061b11e37ed6a1363", "z9hG4bK63182c8939f65eec", 0),
+        ("kamailio-5.6__options-200-tcp.sip", 200, "OK", KAMAILIO, None, [], [],
+         "3fbd590dfc7f47790526931a9b8dd73f", "z9hG4bK1da346b3d02e0c29", 0),
+        ("kamailio-5.6__options-200-ipv6.sip", 200, "OK", KAMAILIO, None, [], [],
+         "d76d112ba1d1d802ac8cba95a25fde94", "z9hG4bK2c769e15eaa56f0f", 0),
+        ("kamailio-5.6__options-200-allow.sip", 200, "OK", KAMAILIO, None,
+         ["INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "NOTIFY"], ["path", "outbound"],
+         "824753f1f27b22859b39caf104f25a91", "z9hG4bK8f6b1f9ab78bd82f", 0),
+        ("kamailio-5.6__options-403.sip", 403, "Forbidden", KAMAILIO, None, [], [],
+         "b791fdce5618febb329d55c1222603d6", "z9hG4bK2d5924d6e1f78aa2", 0),
+        ("sipp-uas__options-200.sip", 200, "OK", None, None, ["INVITE", "ACK", "CANCEL", "OPTIONS", "BYE"],
+         ["timer"], "fc6f3bec0adb045136f890e63205f783", "z9hG4bKec0068617dfbffd8", 0),
+        ("quirk__compact-headers.sip", 200, "OK", "QuirkPBX/1.0", None, ["INVITE", "ACK", "OPTIONS"],
+         ["replaces", "timer"], "quirk-compact-call-id-01", "z9hG4bKquirkcompact01", 0),
+        ("quirk__folded-lines.sip", 200, "OK", None, "QuirkPhone/2.3", ["INVITE", "ACK", "OPTIONS", "BYE", "CANCEL"],
+         ["100rel", "timer"], "quirk-folded-call-id-01", "z9hG4bKquirkfolded01", 0),
+        ("quirk__missing-content-length.sip", 404, "Not Found", "QuirkGW 7", None, [], [],
+         "quirk-nolen-call-id-01", "z9hG4bKquirknolen01", None),
+        ("quirk__lf-line-endings.sip", 200, "OK", None, None, ["OPTIONS", "INVITE", "BYE"], [],
+         "quirk-lf-call-id-01", "z9hG4bKquirklf01", 0),
+    ],
+)
+def test_parse_response_fixtures(name, status, phrase, server, user_agent, allow, supported, call_id, branch,
+                                 content_length):
+    response = parse_response(fixture(name))
+    assert response is not None
+    assert response.status_code == status
+    assert response.reason_phrase == phrase
+    assert response.server == server
+    assert response.user_agent == user_agent
+    assert response.allow == allow
+    assert response.supported == supported
+    assert response.call_id == call_id
+    assert response.branch == branch
+    assert response.content_length == content_length
+    assert response.cseq == "1 OPTIONS"
+    assert response_matches(response, branch, call_id)
+    assert not response_matches(response, branch + "x", call_id)
+    assert not response_matches(response, branch, call_id + "x")
+
+
+def test_compact_headers_are_expanded():
+    headers = parse_response(fixture("quirk__compact-headers.sip")).headers
+    for name in ("via", "from", "to", "call-id", "contact", "supported", "subject", "content-type",
+                 "content-encoding", "content-length"):
+        assert name in headers, name
+    assert "v" not in headers and "l" not in headers
+
+
+def test_sip_summary_shape():
+    summary = sip_summary(parse_response(fixture("kamailio-5.6__options-200-allow.sip")))
+    assert summary == {
+        "status_code": 200,
+        "reason_phrase": "OK",
+        "server": KAMAILIO,
+        "user_agent": None,
+        "allow": ["INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "NOTIFY"],
+        "supported": ["path", "outbound"],
+    }
+    assert sip_summary(None) is None
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"\x00\xff\xfe",
+        b"HTTP/1.1 200 OK\r\nServer: nginx\r\n\r\n",
+        b"SIP/2.0 99 Too Low\r\n\r\n",
+        b"SIP/2.0 700 Too High\r\n\r\n",
+        b"SIP/3.0 200 OK\r\n\r\n",
+        b"OPTIONS sip:x SIP/2.0\r\n\r\n",
+        b"SIP/2.0 2000 OK\r\n\r\n",
+        None,
+        12345,
+    ],
+)
+def test_parse_response_not_sip(data):
+    assert parse_response(data) is None
+
+
+def test_parse_response_status_line_without_phrase():
+    response = parse_response(b"SIP/2.0 200\r\nCall-ID: x\r\n\r\n")
+    assert response.status_code == 200 and response.reason_phrase == ""
+    assert response.branch is None and response.content_length is None
+
+
+def test_parse_response_takes_first_via_entry():
+    data = (b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP a;branch=z9hG4bKfirst, SIP/2.0/UDP b;branch=z9hG4bKsecond\r\n"
+            b"Via: SIP/2.0/UDP c;branch=z9hG4bKthird\r\nl: 12x\r\n\r\n")
+    response = parse_response(data)
+    assert response.branch == "z9hG4bKfirst"
+    assert response.content_length is None  # not a number
+
+
+# -- the request ---------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    "target, transport, local, request_line, via, contact",
+    [
+        ("192.0.2.7", "udp", "198.51.100.1", "OPTIONS sip:192.0.2.7:5060 SIP/2.0",
+         "Via: SIP/2.0/UDP 198.51.100.1:40000;branch=z9hG4bKabc;rport",
+         "Contact: <sip:sipguard@198.51.100.1:40000>"),
+        ("192.0.2.7", "tcp", "198.51.100.1", "OPTIONS sip:192.0.2.7:5060 SIP/2.0",
+         "Via: SIP/2.0/TCP 198.51.100.1:40000;branch=z9hG4bKabc;rport",
+         "Contact: <sip:sipguard@198.51.100.1:40000;transport=tcp>"),
+        ("2001:db8::7", "tls", "2001:db8::1", "OPTIONS sip:[2001:db8::7]:5060 SIP/2.0",
+         "Via: SIP/2.0/TLS [2001:db8::1]:40000;branch=z9hG4bKabc;rport",
+         "Contact: <sip:sipguard@[2001:db8::1]:40000;transport=tls>"),
+    ],
+)
+def test_build_options(target, transport, local, request_line, via, contact):
+    data = build_options(target, 5060, transport, local, 40000, "z9hG4bKabc", "cid1", "tag1")
+    assert data.endswith(b"\r\n\r\n")
+    lines = data.decode().split("\r\n")
+    assert lines[0] == request_line
+    assert via in lines
+    assert contact in lines
+    for expected in ("Max-Forwards: 70", "Call-ID: cid1", "CSeq: 1 OPTIONS", "Accept: application/sdp",
+                     "Content-Length: 0", "User-Agent: " + USER_AGENT):
+        assert expected in lines
+    assert any(line.startswith("From: ") and line.endswith(";tag=tag1") for line in lines)
+    assert any(line.startswith("To: ") for line in lines)
+
+
+def test_user_agent_is_not_dropped_by_scanner_filters():
+    lowered = USER_AGENT.lower()
+    assert "sipguard" in lowered and "http" in lowered
+    for word in ("scanner", "friendly", "sipvicious", "sipsak", "sundayddr", "pplsip"):
+        assert word not in lowered
+
+
+def test_new_dialog_ids_are_rfc3261_and_fresh():
+    first, second = new_dialog_ids(), new_dialog_ids()
+    assert first[0].startswith("z9hG4bK") and len(first[0]) > 7 + 8
+    assert first != second
+
+
+# -- stream framing --------------------------------------------------------------
+
+def test_frame_stream_recorded_tcp_reply_in_pieces():
+    data = fixture("kamailio-5.6__options-200-tcp.sip")
+    for cut in (1, 20, len(data) - 1):
+        assert frame_stream_message(data[:cut]) == (None, 0)
+    assert frame_stream_message(data) == (data, len(data))
+
+
+@pytest.mark.parametrize(
+    "buf, message, used",
+    [
+        (b"\r\n\r\nSIP/2.0 200 OK\r\nContent-Length: 0\r\n\r\nrest", b"SIP/2.0 200 OK\r\nContent-Length: 0\r\n\r\n", 4 + 37),
+        (b"SIP/2.0 200 OK\r\nl: 4\r\n\r\nbody", b"SIP/2.0 200 OK\r\nl: 4\r\n\r\nbody", 28),
+        (b"SIP/2.0 200 OK\r\nl: 4\r\n\r\nbo", None, 0),
+        (b"SIP/2.0 200 OK\r\nServer: x\r\n\r\n", b"SIP/2.0 200 OK\r\nServer: x\r\n\r\n", 29),
+        (b"SIP/2.0 200 OK\nServer: x\n\n", b"SIP/2.0 200 OK\nServer: x\n\n", 26),
+        (b"x" * 70000, None, -1),
+    ],
+)
+def test_frame_stream_message(buf, message, used):
+    assert frame_stream_message(buf) == (message, used)
+
+
+@pytest.mark.parametrize(
+    "data, expected",
+    [
+        (b"SIP/2.0 200 OK\r\n", True),
+        (b"SI", True),
+        (b"\r\n\r\nSIP/2", True),
+        (b"OPTIONS sip:a@b SIP/2.0\r\n", True),
+        (b"OPTI", True),
+        (b"HTTP/1.1 400 Bad Request\r\n\r\n", False),
+        (b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03", False),
+        (b"SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n", False),
+    ],
+)
+def test_looks_like_sip(data, expected):
+    assert looks_like_sip(data) is expected
+
+
+# -- options ---------------------------------------------------------------------
+
+def test_parse_probe_ports():
+    assert parse_probe_ports(["5060/udp", "5060/TCP", " 5061/tls ", "5060/udp"]) == [
+        ProbeSpec(5060, "udp"), ProbeSpec(5060, "tcp"), ProbeSpec(5061, "tls")]
+    assert parse_probe_ports("5080/udp") == [ProbeSpec(5080, "udp")]
+
+
+@pytest.mark.parametrize(
+    "ports, message",
+    [
+        (["5060/udp", "x/sctp"], "ports[1]: 'x/sctp' has transport 'sctp'; use udp, tcp or tls"),
+        (["0/udp"], "ports[0]: '0' is not a port (1-65535)"),
+        (["70000/tcp"], "ports[0]: '70000' is not a port (1-65535)"),
+        (["5060"], "ports[0]: '5060' has no transport; write PORT/TRANSPORT with udp, tcp or tls, e.g. '5060/udp'"),
+        (["abc/udp"], "ports[0]: 'abc' is not a port number (1-65535)"),
+        ([], "ports: give at least one PORT/TRANSPORT, e.g. ['5060/udp', '5060/tcp', '5061/tls']"),
+    ],
+)
+def test_parse_probe_ports_errors(ports, message):
+    with pytest.raises(PortSpecError) as err:
+        parse_probe_ports(ports)
+    assert str(err.value) == message
+
+
+def test_check_probe_options_normalises():
+    assert check_probe_options("1.5", "2", "200", "256", " ::1 ", "any") == (1.5, 2, 200.0, 256, "::1", "any")
+    assert check_probe_options(1, 0, 0.5, 1, None, "ipv4") == (1.0, 0, 0.5, 1, None, "ipv4")
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ((0, 2, 200, 256), "timeout: 0 is out of range; give seconds > 0 and <= 300, e.g. 1.5"),
+        (("soon", 2, 200, 256), "timeout: 'soon' is not a number; give seconds > 0, e.g. 1.5"),
+        ((1, -1, 200, 256), "retries: -1 is out of range; give 0-10"),
+        ((1, 2, -5, 256), "rate: -5 must be > 0 probes per second, e.g. 200"),
+        ((1, 2, 200, 0), "max_concurrency: 0 is out of range; give 1-65535"),
+        ((1, 2, 200, 256, "not-an-ip"),
+         "source: 'not-an-ip' is not an IP address; give the local IPv4 or IPv6 address to probe from"),
+        ((1, 2, 200, 256, "::1", "ipv4"), "source: '::1' is not an ipv4 address but family is 'ipv4'"),
+        ((1, 2, 200, 256, None, "ipv5"), "family: 'ipv5' is not allowed; use any, ipv4 or ipv6"),
+    ],
+)
+def test_check_probe_options_errors(args, message):
+    with pytest.raises(ProbeOptionError) as err:
+        check_probe_options(*args)
+    assert str(err.value) == message
+
+
+# -- classification ----------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    "family, icmp_type, code, offender, target, state, reason",
+    [
+        ("ipv4", 3, 3, "127.0.0.5", "127.0.0.5", "closed", "port-unreach from target"),
+        ("ipv4", 3, 3, "198.18.0.1", "198.51.100.9", "filtered", "port-unreach from 198.18.0.1"),
+        ("ipv4", 3, 13, "198.18.0.1", "198.51.100.9", "filtered", "admin-prohibited from 198.18.0.1"),
+        ("ipv4", 3, 1, "198.18.0.1", "198.51.100.9", "filtered", "host-unreach from 198.18.0.1"),
+        ("ipv4", 3, 0, "198.18.0.1", "198.51.100.9", "filtered", "net-unreach from 198.18.0.1"),
+        ("ipv4", 3, 10, "198.51.100.9", "198.51.100.9", "filtered", "host-prohibited from target"),
+        ("ipv4", 11, 0, "198.18.0.1", "198.51.100.9", "filtered", "time-exceeded from 198.18.0.1"),
+        ("ipv4", 3, 3, None, "198.51.100.9", "filtered", "port-unreach from unknown"),
+        ("ipv6", 1, 4, "::1", "::1", "closed", "port-unreach from target"),
+        ("ipv6", 1, 4, "2001:db8::1", "2001:db8::9", "filtered", "port-unreach from 2001:db8::1"),
+        ("ipv6", 1, 1, "2001:db8::1", "2001:db8::9", "filtered", "admin-prohibited from 2001:db8::1"),
+        ("ipv6", 1, 3, "2001:db8::1", "2001:db8::9", "filtered", "addr-unreach from 2001:db8::1"),
+        ("ipv6", 1, 4, "2001:db8:0::9", "2001:db8::9", "closed", "port-unreach from target"),
+    ],
+)
+def test_classify_icmp(family, icmp_type, code, offender, target, state, reason):
+    assert classify_icmp(family, icmp_type, code, offender, target) == (state, reason)
+
+
+@pytest.mark.parametrize(
+    "err, icmp, state, reason",
+    [
+        (errno.ECONNREFUSED, None, "closed", "conn-refused"),
+        (errno.ECONNRESET, None, "closed", "reset"),
+        (errno.EHOSTUNREACH, None, "filtered", "host-unreach"),
+        (errno.ENETUNREACH, None, "filtered", "net-unreach"),
+        (errno.EACCES, None, "filtered", "admin-prohibited"),
+        (errno.ETIMEDOUT, None, "filtered", "no-response"),
+        (errno.EHOSTUNREACH, (3, 13, "198.18.0.1"), "filtered", "admin-prohibited from 198.18.0.1"),
+        (errno.EXDEV, None, "filtered", "error-EXDEV"),
+    ],
+)
+def test_classify_connect_error(err, icmp, state, reason):
+    assert classify_connect_error(err, icmp, "198.51.100.9", "ipv4") == (state, reason)
+
+
+def test_count_states_lists_every_state():
+    counts = count_states([{"state": "open"}, {"state": "open"}, {"state": "open|filtered"}])
+    assert counts == {"open": 2, "closed": 0, "filtered": 0, "open|filtered": 1, "unresolved": 0}
+
+
+# -- certificates --------------------------------------------------------------------
+
+def _openssl_text():
+    values = {}
+    for line in fixture("openssl__selfsigned-cert.txt").decode().splitlines():
+        key, _sep, value = line.partition("=")
+        values[key] = value
+    return values
+
+
+def test_parse_certificate_der_matches_openssl():
+    expected = _openssl_text()
+    info = parse_certificate_der(fixture("openssl__selfsigned-cert.der"))
+    assert info["subject"] == expected["subject"].replace(" = ", "=").replace(", ", ",")
+    assert info["issuer"] == expected["issuer"].replace(" = ", "=").replace(", ", ",")
+    assert info["sha256"] == expected["sha256 Fingerprint"]
+    # openssl prints 'Nov 22 14:34:48 2036 GMT'
+    assert info["not_after"] == "2036-11-22T14:34:48Z"
+    assert info["not_before"] == "2026-11-25T14:34:48Z"
+
+
+@pytest.mark.parametrize("der", [b"", b"\x30", b"\x30\x82\xff\xff", b"\x30\x03\x02\x01\x01", b"garbage" * 10])
+def test_parse_certificate_der_never_raises(der):
+    info = parse_certificate_der(der)
+    assert set(info) == {"subject", "issuer", "not_before", "not_after", "sha256"}
+
+
+# -- fuzz -----------------------------------------------------------------------------
+
+hypothesis = pytest.importorskip("hypothesis")
+st = pytest.importorskip("hypothesis.strategies")
+
+
+@hypothesis.settings(max_examples=400, deadline=None)
+@hypothesis.given(st.binary(max_size=2048))
+def test_fuzz_parser_never_raises_on_bytes(data):
+    parse_response(data)
+    frame_stream_message(data)
+    looks_like_sip(data)
+    parse_certificate_der(data)
+
+
+@hypothesis.settings(max_examples=400, deadline=None)
+@hypothesis.given(st.binary(max_size=1024), st.sampled_from([
+    b"SIP/2.0 200 OK\r\n", b"SIP/2.0 100 Trying\n", b"\r\nSIP/2.0 486 Busy\r\nv: ", b"SIP/2.0 200 OK\r\nl: "]))
+def test_fuzz_parser_sip_prefixed(data, prefix):
+    response = parse_response(prefix + data)
+    assert response is not None  # a valid status line is enough to be a SIP response
+    assert 100 <= response.status_code <= 699
+    assert isinstance(response.allow, list) and isinstance(response.supported, list)
+
+
+@hypothesis.settings(max_examples=200, deadline=None)
+@hypothesis.given(st.text(max_size=512))
+def test_fuzz_parser_never_raises_on_text(text):
+    parse_response(text)
