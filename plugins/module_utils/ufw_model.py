@@ -445,7 +445,9 @@ def evaluate_port(net, family, proto, port):
     }
     if verdict == "ACCEPT":
         result["state"] = "open"
-        refused = [f for f in finals if f[0].verdict in ("DROP", "REJECT", "UNROUTED") and not f[0].is_generic()]
+        # Senders an earlier rule refuses (by address or ipset; interface forks are not senders).
+        refused = [f for f in finals if f[0].verdict in ("DROP", "REJECT", "UNROUTED") and not f[0].is_generic()
+                   and all(k[0] in ("src", "set") for k, (v, _t, g) in f[0].assumed.items() if v != g)]
         if refused:
             result["conditions"] = ["except " + " and ".join(refused[0][0].conditions())]
             result["reason"] += " (except %s: %s)" % (" and ".join(refused[0][0].conditions()),
