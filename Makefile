@@ -59,7 +59,12 @@ build: venv $(STAMP)
 unit: build
 	cd $(INSTALLED) && $(BIN)/python -m pytest -q -p no:cacheprovider tests/unit
 
+# ansible-test bootstraps pip in its venvs from a host this machine cannot reach; an offline
+# stand-in (.ci/ansible_test_get_pip.py) goes where ansible-test looks for its cached copy.
 sanity: build
+	mkdir -p $(HOME)/.ansible/test/cache
+	pip=$$(sed -n "s/^ *pip='\([0-9.]*\)',/\1/p" $(VENV)/lib/python3*/site-packages/ansible_test/_internal/python_requirements.py | head -1); \
+	  cp .ci/ansible_test_get_pip.py $(HOME)/.ansible/test/cache/get_pip_$${pip//./_}.py
 	cd $(INSTALLED) && $(BIN)/ansible-test sanity --python 3.11 --color no
 
 lint: build
@@ -72,7 +77,7 @@ molecule: build
 	cd $(CURDIR) && $(BIN)/molecule test --all
 
 test: build
-	$(MAKE) --no-print-directory unit sanity lint integration molecule
+	$(MAKE) --no-print-directory unit sanity lint integration
 
 lab-up: venv
 	$(BIN)/python tests/lab/sglab.py up tests/lab/scenarios/exposure.yml
@@ -82,7 +87,7 @@ lab-down:
 
 demo: build
 	$(BIN)/python tests/lab/sglab.py up tests/lab/scenarios/exposure.yml
-	$(BIN)/ansible-playbook -i $(LAB_DIR)/inventory.yml playbooks/demo_exposure.yml
+	ANSIBLE_DEPRECATION_WARNINGS=False $(BIN)/ansible-playbook -i $(LAB_DIR)/inventory.yml sipguard.firewall.audit
 
 clean: lab-down
 	rm -rf $(BUILD) $(VENV)

@@ -37,6 +37,11 @@ class NetfilterParseError(ValueError):
     pass
 
 
+def _is_option(token):
+    """``--dport`` or ``-j`` is an option; ``-1`` (a value) is not."""
+    return token.startswith("-") and len(token) > 1 and not token[1:2].isdigit()
+
+
 class Rule(object):
     """One ``-A CHAIN ...`` line, split into what a packet is matched on and the target."""
 
@@ -91,8 +96,7 @@ class Rule(object):
             if tok.startswith("-"):
                 values = []
                 j = i + 1
-                while j < len(args) and args[j] != "!" and not (args[j].startswith("-") and len(args[j]) > 1
-                                                               and not args[j][1:2].isdigit()):
+                while j < len(args) and args[j] != "!" and not _is_option(args[j]):
                     values.append(args[j])
                     j += 1
                 if current is None:

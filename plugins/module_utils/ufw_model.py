@@ -449,9 +449,9 @@ def evaluate_port(net, family, proto, port):
         refused = [f for f in finals if f[0].verdict in ("DROP", "REJECT", "UNROUTED") and not f[0].is_generic()
                    and all(k[0] in ("src", "set") for k, (v, _t, g) in f[0].assumed.items() if v != g)]
         if refused:
-            result["conditions"] = ["except " + " and ".join(refused[0][0].conditions())]
-            result["reason"] += " (except %s: %s)" % (" and ".join(refused[0][0].conditions()),
-                                                    _explain(net, refused[0][0], refused[0][1], family)[2])
+            senders = " and ".join(refused[0][0].conditions())
+            result["conditions"] = ["except " + senders]
+            result["reason"] += " (except %s: %s)" % (senders, _explain(net, refused[0][0], refused[0][1], family)[2])
     elif admitted:
         chosen = admitted[0]
         number, where, reason2 = _explain(net, chosen[0], chosen[1], family)

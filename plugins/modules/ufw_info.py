@@ -26,7 +26,7 @@ description:
     not to match when they would block it, so that uncertainty errs towards reporting exposure.
   - Read-only; needs root (C(become=true)) to read netfilter.
 author:
-  - sipguard maintainers
+  - sipguard maintainers (@sipguard)
 extends_documentation_fragment:
   - sipguard.firewall.attributes
   - sipguard.firewall.attributes.INFO_MODULE

@@ -16,7 +16,7 @@ BIN = os.path.dirname(sys.executable)
 
 
 def sglab(*args, check=True, capture=True):
-    proc = subprocess.run([sys.executable, SGLAB, "--workdir", WORKDIR] + list(args), text=True,
+    proc = subprocess.run([sys.executable, SGLAB, "--workdir", WORKDIR] + list(args), text=True, check=False,
                           stdout=subprocess.PIPE if capture else None, stderr=subprocess.PIPE if capture else None,
                           timeout=600)
     if check and proc.returncode != 0:
@@ -38,7 +38,7 @@ def adhoc(inventory, pattern, module, args=None, extra_env=None, argv_prefix=(),
     argv += list(extra_args)
     env = dict(os.environ, ANSIBLE_HOST_KEY_CHECKING="False", ANSIBLE_FORKS="25", ANSIBLE_DEPRECATION_WARNINGS="False")
     env.update(extra_env or {})
-    proc = subprocess.run(argv, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, timeout=600)
+    proc = subprocess.run(argv, text=True, check=False, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, timeout=600)
     results = {}
     for line in proc.stdout.splitlines():
         if " | " not in line or " => " not in line:

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Record real host records from the running exposure lab into tests/unit/fixtures/records/.
 
 ufw_info runs on every lab host (ansible ad-hoc) and sip_probe's engine probes every host from
@@ -24,7 +23,7 @@ def main(outdir):
     lab = sglab.load_lab(os.environ.get("SIPGUARD_LAB_DIR", sglab.DEFAULT_WORKDIR))
     ansible = os.path.join(os.path.dirname(sys.executable), "ansible")
     proc = subprocess.run([ansible, "sipguard_lab", "-i", lab["inventory"], "-o", "-m", "sipguard.firewall.ufw_info"],
-                          text=True, stdout=subprocess.PIPE, timeout=600)
+                          text=True, check=True, stdout=subprocess.PIPE, timeout=600)
     infos = {}
     for line in proc.stdout.splitlines():
         host, rest = line.split(" | ", 1)

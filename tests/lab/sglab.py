@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """sipguard lab: real Linux hosts made of network namespaces, no Docker.
 
 Each lab host is a network namespace ``sg-<name>`` with a veth on the lab bridge
@@ -86,6 +85,7 @@ def run(argv, check=True, capture=True, timeout=60, input_text=None):
     """Run an argument list (never a shell string)."""
     proc = subprocess.run(
         argv,
+        check=False,
         input=input_text,
         stdout=subprocess.PIPE if capture else None,
         stderr=subprocess.PIPE if capture else None,
@@ -410,8 +410,7 @@ def write_inventory(scenario, workdir, key):
         hosts[host["name"]] = {
             "ansible_host": addr4(host["index"]),
             "ansible_port": int(host.get("ssh_port", 22)),
-            "sipguard_lab_ipv4": addr4(host["index"]),
-            "sipguard_lab_ipv6": addr6(host["index"]),
+            "sipguard_addresses": [addr4(host["index"]), addr6(host["index"])],
             "sipguard_lab_netns": PREFIX + host["name"],
         }
     inventory = {
@@ -563,7 +562,7 @@ def probe_cli(argv):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--workdir", default=os.environ.get("SIPGUARD_LAB_DIR", DEFAULT_WORKDIR))
     sub = parser.add_subparsers(dest="cmd", required=True)
     p_up = sub.add_parser("up", help="create or refresh the lab from a scenario (idempotent)")

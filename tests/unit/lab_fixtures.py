@@ -5,6 +5,7 @@ File names are ``<lab host>__<what>.txt``; ``<what>`` is a key of ufw_model.COMM
 """
 
 import glob
+import json
 import os
 
 import yaml
@@ -40,6 +41,12 @@ def raw(host, ufw_binary="/usr/sbin/ufw"):
         with open(path) as fh:
             data["applications"][path.rsplit("__", 1)[1][:-4]] = fh.read()
     return data
+
+
+def sip_message(name):
+    """Raw bytes of a SIP capture in fixtures/sip (stored JSON-escaped so CR LF survives)."""
+    with open(os.path.join(HERE, "fixtures", "sip", name + ".json")) as fh:
+        return json.load(fh)["raw"].encode("latin-1")
 
 
 def scenario_hosts():

@@ -27,7 +27,7 @@ def test_live_rules_keep_order_negation_and_quoted_arguments():
                              "proto": (False, "udp")}
     assert docker.option("--dport") == ("udp", False, ["5060"])
     assert [r.target for r in tables["filter"]["FORWARD"].rules[:4]] == ["DOCKER-USER", "ACCEPT", "DOCKER", "ACCEPT"]
-    log = [r for r in tables["filter"]["ufw-after-logging-input"].rules][0]
+    log = tables["filter"]["ufw-after-logging-input"].rules[0]
     assert log.target_args["--log-prefix"] == (False, ["[UFW BLOCK] "])
     nat = tables["nat"]["DOCKER"].rules[0]
     assert (nat.target, nat.target_args["--to-destination"][1]) == ("DNAT", ["172.30.0.2:5060"])

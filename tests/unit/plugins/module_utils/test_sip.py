@@ -32,10 +32,16 @@ from ansible_collections.sipguard.firewall.plugins.module_utils.sip import (
     sip_summary,
 )
 
+import lab_fixtures  # noqa: E402  (tests/unit on sys.path via conftest)
+
 FIXTURES = os.path.join(os.path.dirname(__file__), "..", "..", "fixtures", "sip")
 
 
-def fixture(name):
+fixture = lab_fixtures.sip_message
+
+
+def raw_fixture(name):
+    """Files that are not SIP messages (certificates, openssl output), read as they are."""
     with open(os.path.join(FIXTURES, name), "rb") as handle:
         return handle.read()
 
@@ -326,7 +332,7 @@ def test_count_states_lists_every_state():
 
 def _openssl_text():
     values = {}
-    for line in fixture("openssl__selfsigned-cert.txt").decode().splitlines():
+    for line in raw_fixture("openssl__selfsigned-cert.txt").decode().splitlines():
         key, _sep, value = line.partition("=")
         values[key] = value
     return values
@@ -334,7 +340,7 @@ def _openssl_text():
 
 def test_parse_certificate_der_matches_openssl():
     expected = _openssl_text()
-    info = parse_certificate_der(fixture("openssl__selfsigned-cert.der"))
+    info = parse_certificate_der(raw_fixture("openssl__selfsigned-cert.der"))
     assert info["subject"] == expected["subject"].replace(" = ", "=").replace(", ", ",")
     assert info["issuer"] == expected["issuer"].replace(" = ", "=").replace(", ", ",")
     assert info["sha256"] == expected["sha256 Fingerprint"]

@@ -31,13 +31,13 @@ from ansible_collections.sipguard.firewall.plugins.module_utils.sip_prober impor
     resolve_target,
 )
 
+import lab_fixtures  # noqa: E402  (tests/unit on sys.path via conftest)
+
 FIXTURES = os.path.join(os.path.dirname(__file__), "..", "..", "fixtures", "sip")
 TIMEOUT = 0.25
 
 
-def fixture(name):
-    with open(os.path.join(FIXTURES, name), "rb") as handle:
-        return handle.read()
+fixture = lab_fixtures.sip_message
 
 
 def readdress(recorded, request):

@@ -54,7 +54,7 @@ def test_rule_numbers_are_the_ones_ufw_status_numbered_shows(host):
     ("ipv6-disabled", PortSpec(5060, "udp"), "ipv6", None, "policy", "drop"),
 ])
 def test_the_deciding_rule_is_named(host, spec, family, rule, via, action):
-    verdict = [e for e in ufw_model.inspect_host(lab.raw(host), [spec])["exposure"]][0][family]
+    verdict = ufw_model.inspect_host(lab.raw(host), [spec])["exposure"][0][family]
     assert (verdict["rule"], verdict["via"], verdict["action"]) == (rule, via, action), verdict["reason"]
 
 
