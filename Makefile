@@ -9,7 +9,8 @@ PYTHON ?= python3
 VENV := $(CURDIR)/.venv
 BIN := $(VENV)/bin
 BUILD := $(CURDIR)/build
-COLLECTIONS := $(BUILD)/collections
+# Installed outside the checkout: ansible-test skips every file of a copy inside a git work tree.
+COLLECTIONS ?= /var/tmp/sipguard-collections
 INSTALLED := $(COLLECTIONS)/ansible_collections/sipguard/firewall
 VERSION := $(shell sed -n 's/^version: *//p' galaxy.yml)
 TARBALL := $(BUILD)/sipguard-firewall-$(VERSION).tar.gz
@@ -43,41 +44,38 @@ $(BIN)/ansible: requirements-test.txt
 
 venv: deps $(BIN)/ansible
 
-SOURCES := $(shell git ls-files 2>/dev/null || find . -path ./.venv -prune -o -path ./build -prune -o -type f -print)
-STAMP := $(BUILD)/.installed
-
 # Build the tarball and install it as a user would; everything is tested on that copy.
-$(STAMP): $(SOURCES) | venv
-	rm -rf $(BUILD) && mkdir -p $(BUILD)
+build: venv
+	rm -rf $(BUILD) $(INSTALLED) && mkdir -p $(BUILD)
 	$(BIN)/ansible-galaxy collection build --output-path $(BUILD) --force .
 	$(BIN)/ansible-galaxy collection install --force -p $(COLLECTIONS) $(TARBALL) >/dev/null
-	touch $@
 	@echo "installed $(TARBALL) into $(COLLECTIONS)"
 
-build: venv $(STAMP)
+# `make test` builds once; the targets it runs then skip the build.
+BUILT := $(if $(SKIP_BUILD),,build)
 
-unit: build
+unit: $(BUILT)
 	cd $(INSTALLED) && $(BIN)/python -m pytest -q -p no:cacheprovider tests/unit
 
 # ansible-test bootstraps pip in its venvs from a host this machine cannot reach; an offline
 # stand-in (.ci/ansible_test_get_pip.py) goes where ansible-test looks for its cached copy.
-sanity: build
+sanity: $(BUILT)
 	mkdir -p $(HOME)/.ansible/test/cache
 	pip=$$(sed -n "s/^ *pip='\([0-9.]*\)',/\1/p" $(VENV)/lib/python3*/site-packages/ansible_test/_internal/python_requirements.py | head -1); \
 	  cp .ci/ansible_test_get_pip.py $(HOME)/.ansible/test/cache/get_pip_$${pip//./_}.py
 	cd $(INSTALLED) && $(BIN)/ansible-test sanity --python 3.11 --color no
 
-lint: build
+lint: $(BUILT)
 	cd $(CURDIR) && $(BIN)/ansible-lint --profile production --offline
 
-integration: build
+integration: $(BUILT)
 	cd $(INSTALLED) && $(BIN)/python -m pytest -q -p no:cacheprovider tests/integration
 
-molecule: build
+molecule: $(BUILT)
 	cd $(CURDIR) && $(BIN)/molecule test --all
 
 test: build
-	$(MAKE) --no-print-directory unit sanity lint integration
+	$(MAKE) --no-print-directory unit sanity lint integration SKIP_BUILD=1
 
 lab-up: venv
 	$(BIN)/python tests/lab/sglab.py up tests/lab/scenarios/exposure.yml
@@ -90,4 +88,4 @@ demo: build
 	ANSIBLE_DEPRECATION_WARNINGS=False $(BIN)/ansible-playbook -i $(LAB_DIR)/inventory.yml sipguard.firewall.audit
 
 clean: lab-down
-	rm -rf $(BUILD) $(VENV)
+	rm -rf $(BUILD) $(VENV) $(INSTALLED)
