@@ -49,6 +49,11 @@ FILES = {
     "user6_rules": "/etc/ufw/user6.rules",
     "ip_forward": "/proc/sys/net/ipv4/ip_forward",
     "ip6_forward": "/proc/sys/net/ipv6/conf/all/forwarding",
+    # ufw_port rebuilds what `ufw enable` will load from these.
+    "before_rules": "/etc/ufw/before.rules",
+    "before6_rules": "/etc/ufw/before6.rules",
+    "after_rules": "/etc/ufw/after.rules",
+    "after6_rules": "/etc/ufw/after6.rules",
 }
 APPLICATIONS_DIR = "/etc/ufw/applications.d"
 

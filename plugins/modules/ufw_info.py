@@ -221,42 +221,9 @@ import os
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.sipguard.firewall.plugins.module_utils.ports import DEFAULT_PORTS, PortSpecError, parse_port_specs
-from ansible_collections.sipguard.firewall.plugins.module_utils.ufw_model import (
-    APPLICATIONS_DIR,
-    COMMANDS,
-    FILES,
-    UfwModelError,
-    inspect_host,
-)
+from ansible_collections.sipguard.firewall.plugins.module_utils.ufw_host import gather
+from ansible_collections.sipguard.firewall.plugins.module_utils.ufw_model import UfwModelError, inspect_host
 from ansible_collections.sipguard.firewall.plugins.module_utils.netfilter import NetfilterParseError
-
-
-def _read(path):
-    try:
-        with open(path) as fh:
-            return fh.read()
-    except (IOError, OSError):
-        return None
-
-
-def _gather(module):
-    """Everything the model needs, read in this one module run (argument lists only)."""
-    raw = {"ufw_binary": module.get_bin_path("ufw"), "commands": {}, "files": {}, "applications": {}}
-    for key, argv in COMMANDS.items():
-        binary = module.get_bin_path(argv[0])
-        if binary is None:
-            raw["commands"][key] = {"rc": None, "out": "", "err": "%s not found" % argv[0]}
-            continue
-        rc, out, err = module.run_command([binary] + argv[1:], environ_update={"LC_ALL": "C"})
-        raw["commands"][key] = {"rc": rc, "out": out, "err": err}
-    for key, path in FILES.items():
-        raw["files"][key] = _read(path)
-    if os.path.isdir(APPLICATIONS_DIR):
-        for name in sorted(os.listdir(APPLICATIONS_DIR)):
-            text = _read(os.path.join(APPLICATIONS_DIR, name))
-            if text is not None:
-                raw["applications"][name] = text
-    return raw
 
 
 def main():
@@ -271,7 +238,7 @@ def main():
     if os.geteuid() != 0:
         module.fail_json(msg="ufw_info reads netfilter with iptables-save, which needs root: "
                              "run it with become: true")
-    raw = _gather(module)
+    raw = gather(module)
     try:
         result = inspect_host(raw, specs)
     except (UfwModelError, NetfilterParseError) as exc:

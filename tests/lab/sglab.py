@@ -169,7 +169,16 @@ def addr6(index):
 
 
 def host_digest(host):
-    return hashlib.sha256(json.dumps(host, sort_keys=True).encode()).hexdigest()[:16]
+    """The scenario entry plus the host's UFW files now: a host a test changed is rebuilt."""
+    h = hashlib.sha256(json.dumps(host, sort_keys=True).encode())
+    etc = os.path.join(NETNS_ETC, PREFIX + host["name"], "ufw")
+    for name in ("user.rules", "user6.rules", "ufw.conf", "before.rules"):
+        try:
+            with open(os.path.join(etc, name), "rb") as fh:
+                h.update(fh.read())
+        except OSError:
+            h.update(b"-")
+    return h.hexdigest()[:16]
 
 
 # --------------------------------------------------------------------------- network
@@ -190,7 +199,18 @@ def remove_bridge():
         run(["ip", "link", "del", BRIDGE], check=False)
 
 
+def _free_link(name, timeout=5.0):
+    """Netns deletion tears its veth pairs down asynchronously: wait for (or remove) a leftover."""
+    deadline = time.time() + timeout
+    while run(["ip", "link", "show", name], check=False).returncode == 0:
+        run(["ip", "link", "del", name], check=False)
+        if time.time() > deadline:
+            raise LabError("link %s is still there after %.0fs" % (name, timeout))
+        time.sleep(0.05)
+
+
 def create_netns(ns, index, veth):
+    _free_link(veth)
     run(["ip", "netns", "add", ns])
     nsexec(ns, ["ip", "link", "set", "lo", "up"])
     run(["ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns])
@@ -376,6 +396,10 @@ def build_host(host, workdir):
 
 def build_vantage(vantage):
     ns = PREFIX + vantage["name"]
+    if ns in list_lab_namespaces():
+        have = nsexec(ns, ["ip", "-o", "addr", "show", "dev", "eth0"], check=False).stdout
+        if " %s/" % addr4(vantage["index"]) in have:
+            return
     destroy_namespace(ns)
     os.makedirs(os.path.join(NETNS_ETC, ns), exist_ok=True)
     create_netns(ns, vantage["index"], "sgv%d" % vantage["index"])

@@ -1,0 +1,425 @@
+# -*- coding: utf-8 -*-
+# Copyright: sipguard maintainers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Planning a port closure with the UFW model: which ufw commands, and what they will do.
+
+``plan_close`` decides the ufw commands, predicts the rule list they produce (numbered as
+``ufw status numbered`` will show it), rebuilds the netfilter rule set the kernel will run and
+evaluates the port on it with ``evaluate_port`` -- the same evaluator ``ufw_info`` uses. A plan
+that would leave the port admitted, or block SSH, is refused before anything is applied.
+
+Pure functions only; runs on target Python 3.8+.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import binascii
+import ipaddress
+
+from ansible_collections.sipguard.firewall.plugins.module_utils.netfilter import (
+    Chain,
+    Rule,
+    parse_addresses,
+    parse_iptables_save,
+    parse_routes,
+)
+from ansible_collections.sipguard.firewall.plugins.module_utils.ufw_model import (
+    USER_CHAINS,
+    HostNet,
+    UfwRule,
+    evaluate_port,
+    number_rules,
+    parse_defaults,
+    parse_shell_vars,
+    parse_user_rules,
+)
+
+MANAGED_PREFIX = "sipguard.firewall"
+SSH_GUARD_COMMENT = "sipguard.firewall ssh guard"
+PROTOS = ("tcp", "udp", "any")
+METHODS = ("deny", "reject")
+STATES = ("closed", "restricted")
+FAMILIES = ("ipv4", "ipv6")
+ANY = {4: "0.0.0.0/0", 6: "::/0"}
+# ufw's INPUT hooks, appended in this order by /lib/ufw/ufw-init-functions (and so recorded in the lab).
+UFW_INPUT_HOOKS = ("ufw-before-logging-input", "ufw-before-input", "ufw-after-input", "ufw-after-logging-input",
+                   "ufw-reject-input", "ufw-track-input")
+
+
+class PlanError(ValueError):
+    """The request cannot be planned safely; the message says what to change."""
+
+
+def managed_comment(port, proto):
+    return "%s %d/%s" % (MANAGED_PREFIX, port, proto)
+
+
+def _hex(text):
+    return binascii.hexlify(text.encode("utf-8")).decode("ascii")
+
+
+def normalize_sources(allow_from):
+    """CIDRs as ufw writes them in its tuples (a host route without its /32 or /128)."""
+    sources = []
+    for index, value in enumerate(allow_from or []):
+        try:
+            net = ipaddress.ip_network(str(value).strip(), strict=False)
+        except ValueError:
+            raise PlanError("allow_from[%d]: %r is not an IPv4/IPv6 address or CIDR (e.g. 203.0.113.0/24)"
+                            % (index, value))
+        text = str(net.network_address) if net.prefixlen == net.max_prefixlen else str(net)
+        if text not in sources:
+            sources.append(text)
+    return sources
+
+
+def check_request(port, proto, state, allow_from, method, families):
+    """Validate before anything else runs; every error names the option and the bad value."""
+    if not isinstance(port, int) or not 1 <= port <= 65535:
+        raise PlanError("port: %r is not a port (1-65535)" % (port,))
+    if proto not in PROTOS:
+        raise PlanError("proto: %r is not one of tcp, udp, any" % (proto,))
+    if state not in STATES:
+        raise PlanError("state: %r is not one of closed, restricted (this module never opens a port)" % (state,))
+    if method not in METHODS:
+        raise PlanError("method: %r is not one of deny, reject" % (method,))
+    bad = [f for f in families or [] if f not in FAMILIES]
+    if bad or not families:
+        raise PlanError("families: %r must be a non-empty list of ipv4, ipv6" % (families,))
+    sources = normalize_sources(allow_from)
+    if state == "restricted" and not sources:
+        raise PlanError("allow_from: state=restricted needs at least one CIDR to admit (e.g. a SIP trunk's range)")
+    if state == "closed" and sources:
+        raise PlanError("allow_from: only used with state=restricted; remove it or set state=restricted")
+    return sources
+
+
+class Wanted(object):
+    """One UFW rule the plan wants, for one family or for both (``family`` None)."""
+
+    __slots__ = ("action", "proto", "port", "src", "family", "comment")
+
+    def __init__(self, action, proto, port, src, family, comment):
+        self.action = action
+        self.proto = proto
+        self.port = port
+        self.src = src
+        self.family = family
+        self.comment = comment
+
+    def families(self, enabled):
+        return [self.family] if self.family else list(enabled)
+
+    def tuple_text(self, family):
+        src = self.src if self.src else ANY[family]
+        return "%s %s %d %s any %s in comment=%s" % (self.action, self.proto, self.port, ANY[family], src,
+                                                     _hex(self.comment))
+
+    def command(self, prepend=True):
+        """ufw arguments; ``prepend`` puts the rule at the top of each family's list."""
+        argv = (["prepend"] if prepend else []) + [self.action]
+        if self.proto != "any":
+            argv += ["proto", self.proto]
+        if self.src:
+            src = self.src
+        else:
+            src = "any" if self.family is None else ANY[self.family]
+        argv += ["from", src, "to", "any", "port", str(self.port), "comment", self.comment]
+        return argv
+
+    def iptables_lines(self, family):
+        """What ufw writes into the user chain for this rule (as recorded from lab hosts)."""
+        chain = USER_CHAINS[family]
+        lines = []
+        for proto in (("tcp", "udp") if self.proto == "any" else (self.proto,)):
+            target = {"allow": "-j ACCEPT", "deny": "-j DROP"}.get(self.action)
+            if self.action == "reject":
+                target = "-j REJECT --reject-with tcp-reset" if proto == "tcp" else "-j REJECT"
+            src = " -s %s" % self.src if self.src else ""
+            lines.append("-A %s -p %s --dport %d%s %s" % (chain, proto, self.port, src, target))
+        return lines
+
+
+def wanted_rules(port, proto, state, sources, method, families):
+    """The managed rules, top to bottom: the admitted sources, then the block."""
+    comment = managed_comment(port, proto)
+    rules = []
+    for src in sources:
+        family = 6 if ":" in src else 4
+        if "ipv%d" % family in families:
+            rules.append(Wanted("allow", proto, port, src, family, comment))
+    fams = [int(f[-1]) for f in families]
+    rules.append(Wanted(method, proto, port, None, None if len(fams) == 2 else fams[0], comment))
+    return rules
+
+
+def _admits_exactly(rule, numbered, port, proto):
+    """A rule that admits this port and nothing else that stays open: it can be removed.
+
+    A rule that also serves other ports (a range, a list, an application with more ports,
+    the other protocol) is kept, and the block is put ahead of it.
+    """
+    if rule.action not in ("allow", "limit") or rule.direction != "in" or rule.route or rule.sport != "any":
+        return False
+    closing = ("tcp", "udp") if proto == "any" else (proto,)
+    siblings = [r for r in numbered if r.number == rule.number] if rule.dapp else [rule]
+    for r in siblings:
+        if r.dport != str(port):
+            return False
+        if r.proto not in closing and not (r.proto == "any" and proto == "any"):
+            return False
+    return True
+
+
+def _family(rule):
+    return 6 if rule.v6 else 4
+
+
+def _user_lines(user_text):
+    """{tuple: [iptables lines in the user chain]} from user.rules."""
+    lines = {}
+    current = None
+    for line in (user_text or "").splitlines():
+        if line.startswith("### tuple ###"):
+            current = line[len("### tuple ###"):].strip()
+            lines.setdefault(current, [])
+        elif current and line.startswith("-A ufw") and "-user-input" in line.split()[1]:
+            lines[current].append(line)
+        elif line.startswith("### END RULES"):
+            current = None
+    return lines
+
+
+def _rules_text(rules):
+    out = []
+    for d in rules:
+        where = " on %s" % d["interface"] if d.get("interface") else ""
+        text = "[%2d] %-28s %-10s %s" % (d["number"], d["to"] + where, ("%s %s" % (d["action"], d["direction"])).upper(),
+                                         d["from"])
+        if d.get("comment"):
+            text += "  # %s" % d["comment"]
+        out.append(text.rstrip())
+    return "\n".join(out) + ("\n" if out else "")
+
+
+def render_rules(rules):
+    """A rule list the way ``ufw status numbered`` prints it (for diff mode)."""
+    return _rules_text([r.to_dict() if isinstance(r, UfwRule) else r for r in rules])
+
+
+class HostState(object):
+    """The host as ufw_port sees it: files, live netfilter, addresses; built from the raw gather."""
+
+    def __init__(self, raw):
+        files = raw.get("files") or {}
+        self.raw = raw
+        self.installed = bool(raw.get("ufw_binary")) and files.get("ufw_conf") is not None
+        self.conf = parse_shell_vars(files.get("ufw_conf"))
+        self.defaults, self.ipv6 = parse_defaults(files.get("default_ufw") or "")
+        self.default_vars = parse_shell_vars(files.get("default_ufw"))
+        self.user_text = {4: files.get("user_rules") or "", 6: files.get("user6_rules") or ""}
+        self.rule_files = {4: (files.get("before_rules") or "", files.get("after_rules") or ""),
+                           6: (files.get("before6_rules") or "", files.get("after6_rules") or "")}
+        rules4, _t = parse_user_rules(self.user_text[4], False)
+        rules6, _t = parse_user_rules(self.user_text[6], True)
+        self.rules = number_rules(rules4, rules6)
+        cmds = raw.get("commands") or {}
+        self.live_text = {4: (cmds.get("iptables_save") or {}).get("out") or "",
+                          6: (cmds.get("ip6tables_save") or {}).get("out") or ""}
+        live4 = parse_iptables_save(self.live_text[4])
+        self.active = USER_CHAINS[4] in live4.get("filter", {})
+        addresses = parse_addresses((cmds.get("ip_addr") or {}).get("out") or "")
+        self.addresses = {4: [a for _d, a in addresses if ":" not in a], 6: [a for _d, a in addresses if ":" in a]}
+        self.routes = {4: parse_routes((cmds.get("ip_route") or {}).get("out") or ""),
+                       6: parse_routes((cmds.get("ip6_route") or {}).get("out") or "")}
+        self.forwarding = {4: (files.get("ip_forward") or "0").strip() == "1",
+                           6: (files.get("ip6_forward") or "0").strip() == "1"}
+
+
+def _simulate(host, family, tuples, extra_lines, will_be_active):
+    """The netfilter rule set for ``family`` once ufw runs the predicted user rules."""
+    tables = parse_iptables_save(host.live_text[family])
+    filt = tables.setdefault("filter", {})
+    known = _user_lines(host.user_text[family])
+    user = Chain(USER_CHAINS[family])
+    index_map = []
+    for rule in tuples:
+        lines = extra_lines.get(rule.tuple) if rule.tuple in extra_lines else known.get(rule.tuple, [])
+        for line in lines:
+            args = line.split()
+            user.rules.append(Rule("filter", USER_CHAINS[family], args[2:], ufw_tuple=rule.tuple))
+            index_map.append(rule)
+    if not host.active and will_be_active:
+        _compose_ufw(tables, host, family)
+    if will_be_active or host.active:
+        filt[USER_CHAINS[family]] = user
+    user_map = dict((i + 1, r) for i, r in enumerate(index_map))
+    managed_v6 = host.ipv6
+    return HostNet(tables, host.addresses[family], host.routes[family], host.forwarding[family], user_map,
+                   will_be_active or host.active, managed_v6)
+
+
+def _compose_ufw(tables, host, family):
+    """What ``ufw enable`` loads on an inactive host: before/after rules, hooks, policy."""
+    filt = tables.setdefault("filter", {})
+    prefix = "ufw6" if family == 6 else "ufw"
+    if family == 6 and not host.ipv6:
+        # IPV6=no: ufw drops all IPv6 input except loopback (recorded on the ipv6-disabled host).
+        filt["INPUT"] = Chain("INPUT", "DROP")
+        filt["INPUT"].rules.append(Rule("filter", "INPUT", ["-i", "lo", "-j", "ACCEPT"]))
+        return
+    before, after = host.rule_files[family]
+    for text in (before, after):
+        for name, chain in parse_iptables_save(text).get("filter", {}).items():
+            filt[name] = chain
+    policy = host.default_vars.get("DEFAULT_INPUT_POLICY", "DROP").upper()
+    for name in ("reject-input", "skip-to-policy-input", "track-input", "user-limit", "user-limit-accept",
+                 "before-logging-input", "after-logging-input", "user-logging-input"):
+        filt.setdefault("%s-%s" % (prefix, name), Chain("%s-%s" % (prefix, name)))
+    if policy == "REJECT":
+        filt["%s-reject-input" % prefix].rules = [Rule("filter", "%s-reject-input" % prefix, ["-j", "REJECT"])]
+    filt["%s-skip-to-policy-input" % prefix].rules = [
+        Rule("filter", "%s-skip-to-policy-input" % prefix, ["-j", "ACCEPT" if policy == "ACCEPT" else
+                                                             ("REJECT" if policy == "REJECT" else "DROP")])]
+    filt["%s-user-limit" % prefix].rules = [Rule("filter", "%s-user-limit" % prefix, ["-j", "REJECT"])]
+    filt["%s-user-limit-accept" % prefix].rules = [Rule("filter", "%s-user-limit-accept" % prefix, ["-j", "ACCEPT"])]
+    # ufw-init appends the user chain hook after loading user.rules (/lib/ufw/ufw-init-functions).
+    before_input = filt.setdefault("%s-before-input" % prefix, Chain("%s-before-input" % prefix))
+    before_input.rules.append(Rule("filter", before_input.name, ["-j", USER_CHAINS[family]]))
+    inp = filt.setdefault("INPUT", Chain("INPUT", "ACCEPT"))
+    inp.policy = "ACCEPT" if policy == "ACCEPT" else "DROP"
+    for hook in UFW_INPUT_HOOKS:
+        inp.rules.append(Rule("filter", "INPUT", ["-j", hook.replace("ufw-", prefix + "-", 1)]))
+
+
+class Plan(object):
+    def __init__(self):
+        self.commands = []
+        self.before = []
+        self.after = []
+        self.verdicts_before = {}
+        self.verdicts_after = {}
+        self.enable = False
+        self.deleted = []
+        self.added = []
+
+    @property
+    def changed(self):
+        return bool(self.commands)
+
+
+def _expected_state(state, sources, family):
+    """restricted where this family has admitted sources, blocked everywhere else."""
+    if state == "restricted" and [s for s in sources if (":" in s) == (family == 6)]:
+        return "restricted"
+    return "blocked"
+
+
+def plan_close(host, port, proto, state="closed", allow_from=None, method="deny", families=("ipv4", "ipv6"),
+               enable_ufw=True, ssh_ports=(), lockout_guard=True):
+    """Plan closing (or restricting) ``port``/``proto``; raises PlanError when it cannot be done safely."""
+    sources = check_request(port, proto, state, allow_from, method, list(families))
+    if not host.installed:
+        raise PlanError("ufw is not installed on this host (no ufw command or /etc/ufw/ufw.conf): install the ufw package")
+    if lockout_guard and proto in ("tcp", "any") and port in ssh_ports:
+        raise PlanError("port %d/tcp is this host's SSH port: closing it would lock you out. Use another port "
+                        "for SSH first (lockout_guard=false only with console access)" % port)
+    if not host.active and not enable_ufw:
+        raise PlanError("UFW is inactive and enable_ufw is false: the rules would be written but not enforced; "
+                        "set enable_ufw: true")
+    fams = [int(f[-1]) for f in families if f != "ipv6" or host.ipv6]
+    if "ipv6" in families and not host.ipv6:
+        fams = [f for f in fams if f == 4]
+    enabled = ["ipv%d" % f for f in fams]
+    wanted = wanted_rules(port, proto, state, sources, method, enabled or ["ipv4"])
+    comment = managed_comment(port, proto)
+    plan = Plan()
+    plan.before = [r.to_dict() for r in host.rules]
+    protos = ("tcp", "udp") if proto == "any" else (proto,)
+
+    def verdicts(nets):
+        out = {}
+        for fam in (4, 6):
+            for p in protos:
+                out["%d/%s/ipv%d" % (port, p, fam)] = evaluate_port(nets[fam], fam, p, port)
+        return out
+
+    current_nets = dict((f, _simulate(host, f, [r for r in host.rules if _family(r) == f], {}, host.active))
+                        for f in (4, 6))
+    plan.verdicts_before = verdicts(current_nets)
+
+    managed = [r for r in host.rules if r.comment == comment]
+    exact = [r for r in host.rules if r.comment != comment and _family(r) in fams
+             and _admits_exactly(r, host.rules, port, proto)]
+    desired = {}
+    for fam in (4, 6):
+        desired[fam] = [w.tuple_text(fam) for w in wanted if fam in w.families(fams)]
+    current = dict((fam, [r.tuple for r in managed if _family(r) == fam]) for fam in (4, 6))
+    up_to_date = host.active and not exact and all(current[f] == desired[f] for f in (4, 6)) and all(
+        v["state"] == _expected_state(state, sources, int(key[-1]))
+        for key, v in plan.verdicts_before.items() if int(key[-1]) in fams)
+    if up_to_date:
+        plan.after = plan.before
+        plan.verdicts_after = plan.verdicts_before
+        return plan
+
+    # 1. delete (highest number first, so the numbers of the others do not move)
+    delete_numbers = sorted({r.number for r in managed + exact}, reverse=True)
+    for number in delete_numbers:
+        plan.commands.append(["--force", "delete", str(number)])
+    plan.deleted = [r.to_dict() for r in host.rules if r.number in delete_numbers]
+    # 2. prepend the block, then the admitted sources above it
+    for w in reversed(wanted):
+        plan.commands.append(w.command(prepend=True))
+    # predicted rule lists
+    lists = {}
+    extra_lines = {}
+    for fam in (4, 6):
+        kept = [r for r in host.rules if _family(r) == fam and r.number not in delete_numbers]
+        new = []
+        for w in wanted:
+            if fam in w.families(fams):
+                tup = w.tuple_text(fam)
+                new.append(UfwRule(tup, fam == 6))
+                extra_lines[tup] = w.iptables_lines(fam)
+        lists[fam] = new + kept
+    will_be_active = True
+    # 3. an inactive UFW is enabled only once SSH is sure to stay reachable
+    if not host.active:
+        guard = []
+        for ssh_port in sorted(set(ssh_ports)):
+            probe = dict((f, _simulate(host, f, lists[f], extra_lines, True)) for f in (4, 6))
+            if any(evaluate_port(probe[f], f, "tcp", ssh_port)["state"] == "blocked" for f in fams or [4]):
+                g = Wanted("allow", "tcp", ssh_port, None, None if len(fams) == 2 else fams[0], SSH_GUARD_COMMENT)
+                guard.append(g)
+                for fam in (4, 6):
+                    if fam in g.families(fams):
+                        tup = g.tuple_text(fam)
+                        lists[fam].append(UfwRule(tup, fam == 6))
+                        extra_lines[tup] = g.iptables_lines(fam)
+        for g in guard:
+            plan.commands.append(g.command(prepend=False))
+        plan.commands.append(["--force", "enable"])
+        plan.enable = True
+    numbered = number_rules(lists[4], lists[6])
+    plan.after = [r.to_dict() for r in numbered]
+    plan.added = [r.to_dict() for r in numbered if r.tuple in extra_lines]
+    after_nets = dict((f, _simulate(host, f, lists[f], extra_lines, will_be_active)) for f in (4, 6))
+    plan.verdicts_after = verdicts(after_nets)
+    # 4. re-check the plan with the evaluator: refuse rather than apply a plan that does not work
+    for key, verdict in sorted(plan.verdicts_after.items()):
+        fam = int(key[-1])
+        if fam not in fams:
+            continue
+        if verdict["state"] != _expected_state(state, sources, fam):
+            raise PlanError("the planned rules would still admit %s: %s. Nothing was changed; fix that first "
+                            "(see ufw_info's remediation)" % (key, verdict["reason"]))
+    for ssh_port in sorted(set(ssh_ports)):
+        for fam in fams or [4]:
+            v = evaluate_port(after_nets[fam], fam, "tcp", ssh_port)
+            if v["state"] == "blocked" and lockout_guard:
+                raise PlanError("the planned rules would block SSH on %d/tcp (ipv%d): %s. Nothing was changed"
+                                % (ssh_port, fam, v["reason"]))
+    return plan

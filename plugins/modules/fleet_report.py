@@ -1,0 +1,341 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: sipguard maintainers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+---
+module: fleet_report
+short_description: Write the fleet's SIP exposure report, track changes since the last run, and gate
+version_added: 0.1.0
+description:
+  - Collects the host records of one run (written by the C(verify) role, or by the
+    P(sipguard.firewall.host_record#filter) filter) into one report, compares it with the previous run's
+    C(report.json) in O(report_dir) (the baseline), and writes C(report.json), C(report.html),
+    C(report.md) and C(junit.xml) there, plus C(history/<run_id>.json).
+  - Reports of partial runs (AWX job slices, C(--limit) batches) given in O(merge_from) are merged
+    with the records of this run into one fleet report, equal to the report of a single run over all
+    those hosts (see C(docs/report-schema.md) for what "equal" means).
+  - Every file is written to a temporary file in the same directory, fsync'ed and renamed over the
+    old one; C(report.json) is written last, so a run killed at any moment leaves the previous
+    baseline and the history intact.
+  - "Runs on the controller: use it with C(delegate_to: localhost) and C(run_once: true)."
+author:
+  - sipguard maintainers
+extends_documentation_fragment:
+  - sipguard.firewall.attributes
+attributes:
+  check_mode:
+    support: full
+    details:
+      - In check mode the report, the changes and the gate are computed and returned; nothing is written.
+  diff_mode:
+    support: none
+  idempotent:
+    support: partial
+    details:
+      - Every run has a new O(run_id) (and C(generated_at)), stored in the files and in C(history/), so
+        the files are rewritten and RV(changed) is true on every run that writes. The fleet part of the
+        report (hosts, summary, changes) is the same for the same records and baseline.
+options:
+  records:
+    description:
+      - The host records of this run, as a list, or as a dict host name -> record.
+      - Build them with the P(sipguard.firewall.host_record#filter) and
+        P(sipguard.firewall.unreachable_record#filter) filters; the C(verify) role sets them as the
+        C(sipguard_host_record) fact.
+      - A host given twice is an error.
+    type: raw
+    default: []
+  report_dir:
+    description:
+      - Directory on the controller for the report files; created when missing.
+      - Its C(report.json) is the baseline the changes are computed against.
+    type: path
+    required: true
+  merge_from:
+    description:
+      - Paths of C(report.json) files of partial runs to merge with O(records).
+      - A host in several of them takes its record from the last one; O(records) come after all of them.
+      - Their own changes are discarded; changes are computed against O(report_dir)'s C(report.json).
+    type: list
+    elements: path
+    default: []
+  formats:
+    description:
+      - Files to write. Without V(json) neither C(report.json) nor the history is written, so the next
+        run compares with the same baseline as this one.
+    type: list
+    elements: str
+    choices: [json, html, md, junit]
+    default: [json, html, md, junit]
+  keep_history:
+    description:
+      - How many runs to keep in C(history/) (this one included); V(0) keeps none and removes old ones.
+    type: int
+    default: 30
+  fail_on:
+    description:
+      - What makes RV(gate_failures) non-empty. V(exposed) is a host that answered and is exposed and
+        not compliant; V(regression) is anything opened since the previous run, or a host that turned
+        non-compliant; V(unreachable) is a host that did not answer or gave no result.
+      - The module does not fail on them itself; the C(report) role fails the play with RV(gate_message).
+    type: list
+    elements: str
+    choices: [exposed, regression, unreachable]
+    default: []
+  run_id:
+    description:
+      - Identifier of this run, used as the history file name.
+      - Default is the UTC time and a random suffix, for example C(20261125T140000Z-3f9a1c), so that
+        history files sort by time.
+    type: str
+  report_url:
+    description:
+      - Where readers can find C(report.html) (for example a CI artifact URL); only used in RV(alert).
+    type: str
+notes:
+  - The schema of C(report.json) and of the changes is in C(docs/report-schema.md).
+seealso:
+  - module: sipguard.firewall.ufw_info
+  - module: sipguard.firewall.sip_probe
+"""
+
+EXAMPLES = r"""
+- name: Write the fleet report from the verify role's host records
+  sipguard.firewall.fleet_report:
+    records: "{{ ansible_play_hosts_all | map('extract', hostvars) | selectattr('sipguard_host_record', 'defined')
+                 | map(attribute='sipguard_host_record') | list }}"
+    report_dir: /var/lib/sipguard/report
+    fail_on: [regression]
+  delegate_to: localhost
+  run_once: true
+  register: fleet
+
+- name: Merge the reports of three AWX job slices into the fleet report
+  sipguard.firewall.fleet_report:
+    merge_from:
+      - /srv/reports/slice1/report.json
+      - /srv/reports/slice2/report.json
+      - /srv/reports/slice3/report.json
+    report_dir: /srv/reports/fleet
+  delegate_to: localhost
+  run_once: true
+
+- name: Only compute what would change
+  sipguard.firewall.fleet_report:
+    records: "{{ my_records }}"
+    report_dir: /var/lib/sipguard/report
+  check_mode: true
+  delegate_to: localhost
+  run_once: true
+"""
+
+RETURN = r"""
+report:
+  description: The report without its host records (those are in C(report.json)).
+  returned: always
+  type: dict
+  contains:
+    schema:
+      description: Version of the report schema.
+      type: int
+      sample: 1
+    run_id:
+      description: This run's identifier.
+      type: str
+      sample: 20261125T140000Z-3f9a1c
+    generated_at:
+      description: UTC time of this run (ISO 8601).
+      type: str
+      sample: "2026-11-25T14:00:00Z"
+    baseline:
+      description: The previous run the changes are computed against, or null for the first run.
+      type: dict
+      sample: {"run_id": "20261124T140000Z-77ab02", "generated_at": "2026-11-24T14:00:00Z", "hosts": 23}
+    summary:
+      description: Counts over the hosts (C(hosts = compliant + non_compliant + unreachable)) and the changes.
+      type: dict
+      sample: {"hosts": 23, "compliant": 6, "non_compliant": 17, "unreachable": 0, "errors": 0, "exposed": 18,
+               "exposed_allowed": 1, "findings": 92, "by_state": {"open": 45, "restricted": 3, "blocked": 90},
+               "by_key": {"5060/udp/ipv4": {"open": 11, "restricted": 2, "blocked": 10}},
+               "changes": {"opened": 1, "closed": 2}}
+    sources:
+      description: The inputs of a merge (one item per O(merge_from) file, then this run's O(records)).
+      returned: when O(merge_from) is given
+      type: list
+      elements: dict
+      sample: [{"run_id": "slice1-20261125", "generated_at": "2026-11-25T14:00:00Z", "hosts": 8}]
+changes:
+  description: What differs from the previous run, sorted by host, kind and port.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    host:
+      description: Inventory host name.
+      type: str
+    key:
+      description: C(port/proto/family) the change is about, or null for a host-level change.
+      type: str
+    kind:
+      description:
+        - V(opened), V(closed), V(restricted) (a port's state), V(host_added), V(host_gone),
+          V(reachability_changed), V(compliance_changed), V(rule_changed) (the UFW rule list),
+          V(listener_changed) (the processes listening on the port).
+      type: str
+    before:
+      description: The previous value (a state, a bool, a list of rules or listeners), or null.
+      type: raw
+    after:
+      description: The new value, or null.
+      type: raw
+    reason:
+      description: For V(opened), V(closed) and V(restricted), the current verdict's reason.
+      type: str
+  sample:
+    - {"host": "web1", "key": "5060/udp/ipv4", "kind": "opened", "before": "blocked", "after": "open",
+       "reason": "ufw rule 2 (ALLOW IN 5060/udp from Anywhere) accepts"}
+paths:
+  description: Path of each written (in check mode, each would-be written) format.
+  returned: always
+  type: dict
+  sample: {"json": "/var/lib/sipguard/report/report.json", "html": "/var/lib/sipguard/report/report.html",
+           "md": "/var/lib/sipguard/report/report.md", "junit": "/var/lib/sipguard/report/junit.xml"}
+written:
+  description: Files written, in order (in check mode, the files that would be).
+  returned: always
+  type: list
+  elements: str
+  sample: ["/var/lib/sipguard/report/history/20261125T140000Z-3f9a1c.json", "/var/lib/sipguard/report/report.json"]
+pruned:
+  description: History files removed to keep O(keep_history) runs.
+  returned: always
+  type: list
+  elements: str
+  sample: []
+gate_failures:
+  description: One line per problem selected by O(fail_on); empty when the gate passes.
+  returned: always
+  type: list
+  elements: str
+  sample: ["regression: web1 5060/udp/ipv4 opened (blocked -> open): ufw rule 2 (ALLOW IN 5060/udp from Anywhere) accepts"]
+gate_message:
+  description: The text to fail the play with (the first 50 lines and the counts), or an empty string.
+  returned: always
+  type: str
+markdown:
+  description: The content of C(report.md) (also when V(md) is not in O(formats)), for CI job summaries.
+  returned: always
+  type: str
+alert:
+  description:
+    - The webhook body when something opened since the previous run, else null.
+    - Slack-compatible C(text) plus a C(sipguard) object with C(run_id), C(summary) and the C(opened) changes.
+  returned: always
+  type: dict
+  sample: {"text": "sipguard: SIP opened on 1 port(s) since run 20261124T140000Z-77ab02\n- web1 5060/udp/ipv4: blocked -> open",
+           "sipguard": {"run_id": "20261125T140000Z-3f9a1c", "opened": []}}
+"""
+
+import datetime
+import os
+import uuid
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.sipguard.firewall.plugins.module_utils.report import (
+    FAIL_ON,
+    ReportError,
+    alert_body,
+    build_report,
+    check_run_id,
+    gate,
+    gate_message,
+    merge_reports,
+    render_all,
+    render_markdown,
+)
+from ansible_collections.sipguard.firewall.plugins.module_utils.report_store import (
+    BASELINE,
+    ReportStoreError,
+    load_report,
+    publish,
+)
+
+FORMATS = ["json", "html", "md", "junit"]
+
+
+def _now():
+    return datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
+
+
+def _run(module):
+    params = module.params
+    now = _now()
+    generated_at = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+    run_id = check_run_id(params["run_id"]) if params["run_id"] else "%s-%s" % (
+        now.strftime("%Y%m%dT%H%M%SZ"), uuid.uuid4().hex[:6])
+    report_dir = params["report_dir"]
+    previous = load_report(os.path.join(report_dir, BASELINE))
+    records = params["records"]
+    if params["merge_from"]:
+        slices = []
+        for index, path in enumerate(params["merge_from"]):
+            report = load_report(path, "merge_from[%d]: %s" % (index, path))
+            if report is None:
+                raise ReportStoreError("merge_from[%d]: %s does not exist" % (index, path))
+            slices.append(report)
+        report = merge_reports(slices, previous=previous, run_id=run_id, generated_at=generated_at,
+                               records=records if records else None)
+    else:
+        report = build_report(records, previous=previous, run_id=run_id, generated_at=generated_at)
+    failures = gate(report, params["fail_on"])
+    rendered = render_all(report, params["formats"])
+    stored = publish(report_dir, report, rendered, params["keep_history"], check_mode=module.check_mode)
+    summary = dict((key, value) for key, value in report.items() if key not in ("hosts", "changes"))
+    return dict(
+        changed=bool(stored["written"]),
+        report=summary,
+        changes=report["changes"],
+        paths=stored["paths"],
+        written=stored["written"],
+        pruned=stored["pruned"],
+        gate_failures=failures,
+        gate_message=gate_message(report, params["fail_on"], failures) if failures else "",
+        markdown=rendered["md"][1] if "md" in rendered else render_markdown(report),
+        alert=alert_body(report, params["report_url"]),
+    )
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            records=dict(type="raw", default=[]),
+            report_dir=dict(type="path", required=True),
+            merge_from=dict(type="list", elements="path", default=[]),
+            formats=dict(type="list", elements="str", choices=FORMATS, default=list(FORMATS)),
+            keep_history=dict(type="int", default=30),
+            fail_on=dict(type="list", elements="str", choices=list(FAIL_ON), default=[]),
+            run_id=dict(type="str"),
+            report_url=dict(type="str"),
+        ),
+        supports_check_mode=True,
+    )
+    if module.params["keep_history"] < 0:
+        module.fail_json(msg="keep_history: %d is negative; use 0 to keep no history" % module.params["keep_history"])
+    if module.params["records"] is None:
+        module.params["records"] = []
+    try:
+        result = _run(module)
+    except (ReportError, ReportStoreError) as exc:
+        module.fail_json(msg=str(exc))
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,305 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: sipguard maintainers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+---
+module: ufw_port
+short_description: Close (or restrict) a port with UFW, safely and idempotently
+version_added: 0.1.0
+description:
+  - Plans the change with the same UFW model as M(sipguard.firewall.ufw_info), then applies it with
+    C(ufw) commands. Blocking rules go ahead of every rule that would admit the port (ranges,
+    multiport lists, application profiles, proto any); a rule that admits exactly this port is
+    removed; a rule that also serves other ports is kept and shadowed.
+  - The planned rule set is evaluated before anything is applied. When the port would still be
+    admitted (for example by an ACCEPT outside UFW or a Docker-style DNAT, which UFW cannot
+    fix) or SSH would be blocked, the module fails and changes nothing.
+  - The rules it manages carry the comment C(sipguard.firewall PORT/PROTO); a second run with the
+    same arguments changes nothing.
+  - When UFW is inactive it is enabled (O(enable_ufw)) only after the SSH ports in use (from
+    C(sshd -T) and the current connection) are allowed.
+  - After applying, the host is read again and the verdict checked; if it differs from the plan,
+    the previous rules are restored and the module fails. Any failure restores the previous rules.
+  - With O(rollback_after), a detached process on the host restores the previous rules unless the
+    change is confirmed (the file returned as RV(rollback.armed) removed) in time.
+author:
+  - sipguard maintainers (@sipguard)
+extends_documentation_fragment:
+  - sipguard.firewall.attributes
+attributes:
+  check_mode:
+    support: full
+    details:
+      - Returns exactly the commands and resulting rule list a real run would produce.
+  diff_mode:
+    support: full
+    details:
+      - The numbered rule list before and after, as C(ufw status numbered) shows it.
+  idempotent:
+    support: full
+options:
+  port:
+    description: The port to close or restrict.
+    type: int
+    required: true
+  proto:
+    description: Protocol; C(any) means tcp and udp.
+    type: str
+    choices: [tcp, udp, any]
+    default: any
+  state:
+    description:
+      - C(closed) blocks the port for every sender.
+      - C(restricted) admits it only from O(allow_from) and blocks everyone else.
+    type: str
+    choices: [closed, restricted]
+    default: closed
+  allow_from:
+    description: Sources admitted when O(state=restricted) (for example a SIP trunk provider's ranges).
+    type: list
+    elements: str
+    default: []
+  method:
+    description: C(deny) drops silently; C(reject) answers with ICMP port-unreachable or TCP RST.
+    type: str
+    choices: [deny, reject]
+    default: deny
+  families:
+    description: Address families to close the port for.
+    type: list
+    elements: str
+    choices: [ipv4, ipv6]
+    default: [ipv4, ipv6]
+  enable_ufw:
+    description: Enable an inactive UFW (after allowing the SSH ports in use). Without it an inactive UFW is an error.
+    type: bool
+    default: true
+  rollback_after:
+    description:
+      - Seconds after which the previous rules are restored unless the change is confirmed by removing
+        RV(rollback.armed). C(0) arms no rollback.
+    type: int
+    default: 0
+  rollback_id:
+    description:
+      - Groups the calls of one run (one per port) so that a rollback restores the rules from before the
+        first of them. Use one id per run.
+    type: str
+  lockout_guard:
+    description:
+      - Refuse to close the port SSH listens on, and refuse any plan that would block SSH.
+      - Turn off only with console access to the host.
+    type: bool
+    default: true
+requirements:
+  - ufw, iptables and iproute2 on the target; root (C(become=true)).
+seealso:
+  - module: sipguard.firewall.ufw_info
+"""
+
+EXAMPLES = r"""
+- name: Close SIP over UDP and TCP
+  sipguard.firewall.ufw_port:
+    port: 5060
+    proto: any
+  become: true
+
+- name: Admit 5060/udp only from the SIP trunk provider
+  sipguard.firewall.ufw_port:
+    port: 5060
+    proto: udp
+    state: restricted
+    allow_from: ['203.0.113.0/24', '2001:db8:5060::/48']
+  become: true
+
+- name: Close with a commit-confirmed rollback
+  sipguard.firewall.ufw_port:
+    port: 5061
+    proto: tcp
+    method: reject
+    rollback_after: 60
+    rollback_id: close-2026-11-25
+  become: true
+  register: closed
+
+- name: Confirm (the connection still works)
+  ansible.builtin.file:
+    path: "{{ closed.rollback.armed }}"
+    state: absent
+  become: true
+  when: closed.rollback.armed is not none
+"""
+
+RETURN = r"""
+commands:
+  description: The ufw argument lists run (or that would run in check mode), in order.
+  returned: always
+  type: list
+  elements: list
+  sample: [["--force", "delete", "2"], ["prepend", "deny", "proto", "udp", "from", "any", "to", "any", "port", "5060",
+            "comment", "sipguard.firewall 5060/udp"]]
+rules_before:
+  description: UFW rules before, as ufw_info returns them.
+  returned: always
+  type: list
+  elements: dict
+rules_after:
+  description: UFW rules after (predicted in check mode).
+  returned: always
+  type: list
+  elements: dict
+deleted:
+  description: Rules removed because they admitted exactly this port.
+  returned: always
+  type: list
+  elements: dict
+verdicts:
+  description: The effective verdict per C(PORT/PROTO/FAMILY), before and after (predicted in check mode).
+  returned: always
+  type: dict
+  contains:
+    before:
+      description: Verdicts before the change.
+      type: dict
+    after:
+      description: Verdicts after the change.
+      type: dict
+  sample: {"before": {"5060/udp/ipv4": {"state": "open"}}, "after": {"5060/udp/ipv4": {"state": "blocked"}}}
+enabled_ufw:
+  description: UFW was (or would be) enabled.
+  returned: always
+  type: bool
+  sample: false
+ssh_ports:
+  description: SSH ports the lock-out guard protected.
+  returned: always
+  type: list
+  elements: int
+  sample: [22]
+rollback:
+  description: The commit-confirmed rollback, when armed.
+  returned: always
+  type: dict
+  contains:
+    id:
+      description: The rollback group.
+      type: str
+    armed:
+      description: Remove this file to confirm the change; null when no rollback is armed.
+      type: str
+    deadline:
+      description: Unix time at which the previous rules come back unless confirmed.
+      type: float
+  sample: {"id": "close-2026-11-25", "armed": "/var/lib/sipguard/rollback/close-2026-11-25/armed", "deadline": 1795000000.0}
+"""
+
+import os
+import time
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.sipguard.firewall.plugins.module_utils.netfilter import NetfilterParseError
+from ansible_collections.sipguard.firewall.plugins.module_utils.ufw_host import (
+    ApplyError,
+    apply_commands,
+    arm_rollback,
+    backup,
+    gather,
+    restore,
+    ssh_ports,
+)
+from ansible_collections.sipguard.firewall.plugins.module_utils.ufw_model import UfwModelError
+from ansible_collections.sipguard.firewall.plugins.module_utils.ufw_plan import (
+    HostState,
+    PlanError,
+    check_request,
+    plan_close,
+    render_rules,
+)
+
+
+def _states(verdicts):
+    return dict((k, v["state"]) for k, v in verdicts.items())
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            port=dict(type="int", required=True),
+            proto=dict(type="str", default="any", choices=["tcp", "udp", "any"]),
+            state=dict(type="str", default="closed", choices=["closed", "restricted"]),
+            allow_from=dict(type="list", elements="str", default=[]),
+            method=dict(type="str", default="deny", choices=["deny", "reject"]),
+            families=dict(type="list", elements="str", default=["ipv4", "ipv6"], choices=["ipv4", "ipv6"]),
+            enable_ufw=dict(type="bool", default=True),
+            rollback_after=dict(type="int", default=0),
+            rollback_id=dict(type="str"),
+            lockout_guard=dict(type="bool", default=True),
+        ),
+        supports_check_mode=True,
+    )
+    p = module.params
+    try:
+        check_request(p["port"], p["proto"], p["state"], p["allow_from"], p["method"], p["families"])
+        if p["rollback_after"] < 0:
+            raise PlanError("rollback_after: %d is negative; give seconds (0 = no rollback)" % p["rollback_after"])
+    except PlanError as exc:
+        module.fail_json(msg=str(exc))
+    if os.geteuid() != 0:
+        module.fail_json(msg="ufw_port changes the firewall and needs root: run it with become: true")
+
+    raw = gather(module)
+    ports = ssh_ports(module)
+    try:
+        host = HostState(raw)
+        plan = plan_close(host, p["port"], p["proto"], p["state"], p["allow_from"], p["method"], p["families"],
+                          p["enable_ufw"], ports, p["lockout_guard"])
+    except (PlanError, UfwModelError, NetfilterParseError) as exc:
+        module.fail_json(msg=str(exc), ssh_ports=ports)
+
+    result = dict(
+        changed=plan.changed,
+        commands=plan.commands,
+        rules_before=plan.before,
+        rules_after=plan.after,
+        deleted=plan.deleted,
+        verdicts=dict(before=plan.verdicts_before, after=plan.verdicts_after),
+        enabled_ufw=plan.enable,
+        ssh_ports=ports,
+        rollback=dict(id=p["rollback_id"], armed=None, deadline=None),
+        diff=dict(before=render_rules(plan.before), after=render_rules(plan.after)),
+    )
+    if not plan.changed or module.check_mode:
+        module.exit_json(**result)
+
+    ufw = raw["ufw_binary"]
+    group = p["rollback_id"] or "ufw_port-%d-%d" % (os.getpid(), int(time.time()))
+    directory = backup(group, host.active)
+    try:
+        apply_commands(module, ufw, plan.commands, directory)
+        after = HostState(gather(module))
+        check = plan_close(after, p["port"], p["proto"], p["state"], p["allow_from"], p["method"], p["families"],
+                           p["enable_ufw"], ports, p["lockout_guard"])
+        if check.changed or _states(check.verdicts_before) != _states(plan.verdicts_after):
+            restore(directory, ufw, module.run_command)
+            module.fail_json(msg="after applying, the host does not match the plan (still to do: %s; verdicts %s); "
+                                 "the previous rules were restored" % (check.commands,
+                                                                       _states(check.verdicts_before)), **result)
+        result["rules_after"] = check.before
+        result["diff"]["after"] = render_rules(check.before)
+    except (ApplyError, PlanError, UfwModelError, NetfilterParseError, OSError) as exc:
+        module.fail_json(msg=str(exc), **result)
+    if p["rollback_after"] > 0:
+        result["rollback"] = dict(id=group, armed=arm_rollback(directory, p["rollback_after"], ufw),
+                                  deadline=time.time() + p["rollback_after"])
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
