@@ -72,10 +72,10 @@ integration: $(BUILT)
 	cd $(INSTALLED) && $(BIN)/python -m pytest -q -p no:cacheprovider tests/integration
 
 molecule: $(BUILT)
-	cd $(CURDIR) && $(BIN)/molecule test --all
+	cd $(CURDIR) && ANSIBLE_FORCE_COLOR=0 PY_COLORS=0 $(BIN)/molecule test --all
 
 test: build
-	$(MAKE) --no-print-directory unit sanity lint integration SKIP_BUILD=1
+	$(MAKE) --no-print-directory unit sanity lint integration molecule SKIP_BUILD=1
 
 lab-up: venv
 	$(BIN)/python tests/lab/sglab.py up tests/lab/scenarios/exposure.yml
