@@ -15,7 +15,6 @@ __metaclass__ = type
 
 import json
 import re
-import xml.etree.ElementTree as ET
 from html import escape as _html_escape
 
 from ansible_collections.sipguard.firewall.plugins.module_utils.host_record import (
@@ -458,8 +457,8 @@ def alert_body(report, report_url=None):
     lines = ["sipguard: SIP opened on %d port(s) since run %s" % (
         len(opened), (report.get("baseline") or {}).get("run_id"))]
     for change in opened[:20]:
-        lines.append("- %s %s: %s -> open (%s)" % (change["host"], change["key"], change["before"] or "not seen",
-                                                  change.get("reason", "")))
+        lines.append("- %s %s: %s -> open (%s)" % (
+            change["host"], change["key"], change["before"] or "not seen", change.get("reason", "")))
     if len(opened) > 20:
         lines.append("- ... and %d more" % (len(opened) - 20))
     if report_url:
@@ -478,9 +477,48 @@ def alert_body(report, report_url=None):
 
 # --------------------------------------------------------------------------- renderers
 
+_DUMPS = json.JSONEncoder(sort_keys=True, separators=(",", ":")).encode
+
+
+def iter_json(report):
+    """report.json's text in chunks (one per host), byte for byte ``json.dumps(report,
+    sort_keys=True, separators=(",", ":"))`` plus a newline: compact (10,000 hosts stay about
+    40 MB), keys sorted, and never one 40 MB intermediate list of fragments."""
+    yield "{"
+    for index, key in enumerate(sorted(report)):
+        yield "%s%s:" % ("," if index else "", _DUMPS(key))
+        if key == "hosts":
+            yield "{"
+            for number, host in enumerate(sorted(report["hosts"])):
+                yield "%s%s:%s" % ("," if number else "", _DUMPS(host), _DUMPS(report["hosts"][host]))
+            yield "}"
+        else:
+            yield _DUMPS(report[key])
+    yield "}\n"
+
+
 def render_json(report):
-    """report.json's text: compact (a 10,000-host fleet stays tens of MB), keys sorted, one line."""
-    return json.dumps(report, sort_keys=True, separators=(",", ":")) + "\n"
+    """report.json's text (see iter_json())."""
+    return "".join(iter_json(report))
+
+
+def loads_report(text):
+    """json.loads() for report.json and host records, with equal strings shared.
+
+    A fleet repeats the same reasons, rules, states and process names on thousands of hosts;
+    sharing them roughly halves the memory of a loaded 10,000-host report.
+    """
+    memo = {}
+
+    def share(obj):
+        for key, value in obj.items():
+            if isinstance(value, str):
+                obj[key] = memo.setdefault(value, value)
+            elif isinstance(value, list) and value and isinstance(value[0], str):
+                obj[key] = [memo.setdefault(item, item) if isinstance(item, str) else item for item in value]
+        return obj
+
+    return json.loads(text, object_hook=share)
 
 
 def _md(text):
@@ -499,8 +537,9 @@ def render_markdown(report, limit=50):
                                         else "no previous run to compare with"))
     out += ["", "| hosts | compliant | non-compliant | unreachable | exposed | changes |",
             "|---:|---:|---:|---:|---:|---:|",
-            "| %d | %d | %d | %d | %d | %d |" % (s["hosts"], s["compliant"], s["non_compliant"], s["unreachable"],
-                                               s["exposed"], len(report["changes"])), ""]
+            "| %d | %d | %d | %d | %d | %d |" % (
+                s["hosts"], s["compliant"], s["non_compliant"], s["unreachable"], s["exposed"], len(report["changes"])),
+            ""]
     if failing:
         out.append("### Non-compliant hosts (%d)" % len(failing))
         out.append("")
@@ -564,36 +603,52 @@ def _junit_cases(record):
     return cases
 
 
-def render_junit(report):
-    """JUnit XML (Jenkins/Surefire ``junit-10.xsd``): one testsuite, one testcase per host and
-    port/proto/family (``classname`` = host), plus a ``host`` testcase that fails when the host
-    gave no result."""
-    root = ET.Element("testsuites", name="sipguard.firewall")
-    suite = ET.SubElement(root, "testsuite", name="sipguard.firewall SIP exposure")
-    properties = ET.SubElement(suite, "properties")
-    for name in ("run_id", "generated_at"):
-        ET.SubElement(properties, "property", name=name, value=str(report.get(name) or ""))
-    ET.SubElement(properties, "property", name="baseline",
-                  value=str((report.get("baseline") or {}).get("run_id") or ""))
-    tests = failures = 0
+# Characters XML 1.0 cannot carry at all (control characters from a banner, say) become "?".
+_XML_INVALID = re.compile(u"[^\u0009\u000A\u000D\u0020-\uD7FF\uE000-\uFFFD\U00010000-\U0010FFFF]")
+
+
+def _x(value):
+    """Escaped for XML text and double-quoted attributes (newlines kept in attributes)."""
+    text = _XML_INVALID.sub("?", "" if value is None else str(value))
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;") \
+        .replace("\n", "&#10;").replace("\r", "&#13;").replace("\t", "&#9;")
+
+
+def iter_junit(report):
+    """JUnit XML in chunks (Jenkins/Surefire ``junit-10.xsd``): one testsuite, one testcase per
+    host and port/proto/family (``classname`` = host), plus a ``host`` testcase that fails when
+    the host gave no result (unreachable, or no ufw_info result)."""
+    cases = []
+    failures = 0
     for host, record in report["hosts"].items():
         for name, failure, text in _junit_cases(record):
-            tests += 1
-            case = ET.SubElement(suite, "testcase", name=name, classname=host, time="0")
-            if failure:
-                failures += 1
-                element = ET.SubElement(case, "failure", message=failure, type="unreachable" if name == "host"
-                                        else "exposed")
-                element.text = failure
-            if text:
-                ET.SubElement(case, "system-out").text = text
-    for key, value in (("tests", tests), ("failures", failures), ("errors", 0), ("skipped", 0), ("time", "0")):
-        suite.set(key, str(value))
-    if report.get("generated_at"):
-        suite.set("timestamp", str(report["generated_at"]))
-    for key, value in (("tests", tests), ("failures", failures), ("errors", 0), ("time", "0")):
-        root.set(key, str(value))
-    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+            cases.append((host, name, failure, text))
+            failures += 1 if failure else 0
+    tests = len(cases)
+    stamp = ' timestamp="%s"' % _x(report["generated_at"]) if report.get("generated_at") else ""
+    yield '<?xml version="1.0" encoding="UTF-8"?>\n'
+    yield '<testsuites name="sipguard.firewall" tests="%d" failures="%d" errors="0" time="0">\n' % (tests, failures)
+    yield ('<testsuite name="sipguard.firewall SIP exposure" tests="%d" failures="%d" errors="0" skipped="0" '
+           'time="0"%s>\n<properties>' % (tests, failures, stamp))
+    for name, value in (("run_id", report.get("run_id")), ("generated_at", report.get("generated_at")),
+                        ("baseline", (report.get("baseline") or {}).get("run_id"))):
+        yield '<property name="%s" value="%s"/>' % (name, _x(value or ""))
+    yield "</properties>\n"
+    for host, name, failure, text in cases:
+        parts = ['<testcase name="%s" classname="%s" time="0">' % (_x(name), _x(host))]
+        if failure:
+            parts.append('<failure message="%s" type="%s">%s</failure>' % (
+                _x(failure), "unreachable" if name == "host" else "exposed", _x(failure)))
+        if text:
+            parts.append("<system-out>%s</system-out>" % _x(text))
+        parts.append("</testcase>\n")
+        yield "".join(parts)
+    yield "</testsuite>\n</testsuites>\n"
+
+
+def render_junit(report):
+    """JUnit XML (see iter_junit())."""
+    return "".join(iter_junit(report))
 
 
 def _e(value):
@@ -718,11 +773,11 @@ def _html_detail(record, changes):
     return "".join(out)
 
 
-def render_html(report):
+def iter_html(report):
     """One self-contained HTML page (inline CSS and JS, nothing fetched): summary cards, a fleet
     table sortable by clicking a header (failing hosts first by default; ``#sort=host:descending``
     in the URL picks another order, ``#expand`` opens every host, ``&`` joins both), and per-host detail that opens
-    on a click on the row."""
+    on a click on the row. Yields one chunk per host."""
     s = report["summary"]
     by_host = {}
     for change in report["changes"]:
@@ -764,6 +819,8 @@ def render_html(report):
                 len(record["findings"]), _e(_ufw_text(record.get("ufw"))), len(changes), len(changes)))
         out.append('<tr class="detail" hidden><td colspan="%d">%s</td></tr></tbody>' % (
             len(_COLUMNS), _html_detail(record, changes)))
+        yield "".join(out)
+        out = []
     out.append("</table>")
     out.append("<h2>Changes since the previous run (%d)</h2>" % len(report["changes"]))
     if report["changes"]:
@@ -775,13 +832,32 @@ def render_html(report):
     else:
         out.append("<p>%s</p>" % ("None." if baseline else "No baseline yet: this run is the baseline for the next."))
     out.append("<script>%s</script></body></html>\n" % _JS)
-    return "".join(out)
+    yield "".join(out)
 
 
-RENDERERS = (("json", "report.json", render_json), ("html", "report.html", render_html),
-             ("md", "report.md", render_markdown), ("junit", "junit.xml", render_junit))
+def render_html(report):
+    """report.html's text (see iter_html())."""
+    return "".join(iter_html(report))
+
+
+def _iter_markdown(report):
+    yield render_markdown(report)
+
+
+# format -> (file name, chunk generator); report.json is the baseline, written last.
+RENDERERS = (("json", "report.json", iter_json), ("html", "report.html", iter_html),
+             ("md", "report.md", _iter_markdown), ("junit", "junit.xml", iter_junit))
+FILE_NAMES = dict((fmt, name) for fmt, name, _fn in RENDERERS)
+
+
+def iter_format(report, fmt):
+    """The chunks of one format of ``report`` (json, html, md or junit)."""
+    for name, _file, fn in RENDERERS:
+        if name == fmt:
+            return fn(report)
+    raise ReportError("formats: %r is not one of %s" % (fmt, ", ".join(FILE_NAMES)))
 
 
 def render_all(report, formats):
-    """{format: (file name, text)} for the requested formats."""
-    return dict((fmt, (name, fn(report))) for fmt, name, fn in RENDERERS if fmt in formats)
+    """{format: (file name, text)} for the requested formats (the whole texts in memory)."""
+    return dict((fmt, (name, "".join(fn(report)))) for fmt, name, fn in RENDERERS if fmt in formats)

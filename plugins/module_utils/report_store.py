@@ -22,12 +22,17 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import errno
-import json
 import os
 import tempfile
 import time
 
-from ansible_collections.sipguard.firewall.plugins.module_utils.report import ReportError, check_report
+from ansible_collections.sipguard.firewall.plugins.module_utils.report import (
+    FILE_NAMES,
+    ReportError,
+    check_report,
+    iter_format,
+    loads_report,
+)
 
 TEMP_PREFIX = ".sipguard-"
 TEMP_SUFFIX = ".tmp"
@@ -42,11 +47,10 @@ class ReportStoreError(Exception):
     pass
 
 
-def _write_all(fh, data):
-    """Write ``data`` (bytes) in chunks; a seam for the kill-mid-write test."""
-    view = memoryview(data)
-    for start in range(0, len(view), _CHUNK):
-        fh.write(view[start:start + _CHUNK])
+def _write_all(fh, chunks):
+    """Write the text chunks to the binary file ``fh``; a seam for the kill-mid-write test."""
+    for chunk in chunks:
+        fh.write(chunk.encode("utf-8"))
 
 
 def _fsync_dir(path):
@@ -62,14 +66,17 @@ def _fsync_dir(path):
         os.close(fd)
 
 
-def atomic_write(path, text, mode=0o644):
-    """Replace ``path`` with ``text`` so that a reader sees the old or the new file, never a part."""
+def atomic_write(path, chunks, mode=0o644):
+    """Replace ``path`` with the text ``chunks`` (a str or an iterable of str) so that a reader
+    sees the old or the new file, never a part of the new one."""
+    if isinstance(chunks, str):
+        chunks = [chunks]
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=TEMP_PREFIX + os.path.basename(path) + ".", suffix=TEMP_SUFFIX)
     try:
         os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as fh:
-            _write_all(fh, text.encode("utf-8"))
+        with os.fdopen(fd, "wb", _CHUNK) as fh:
+            _write_all(fh, chunks)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -80,6 +87,15 @@ def atomic_write(path, text, mode=0o644):
             pass
         raise
     _fsync_dir(directory)
+
+
+def _read_chunks(path):
+    with open(path, "r", encoding="utf-8") as fh:
+        while True:
+            chunk = fh.read(_CHUNK)
+            if not chunk:
+                return
+            yield chunk
 
 
 def load_report(path, where=None):
@@ -93,7 +109,7 @@ def load_report(path, where=None):
             return None
         raise ReportStoreError("%s: cannot read it: %s" % (where, exc.strerror or exc))
     try:
-        report = json.loads(data.decode("utf-8"))
+        report = loads_report(data.decode("utf-8"))
     except ValueError as exc:
         raise ReportStoreError("%s is not valid JSON (%s): restore it from %s/ or move it away" % (
             where, exc, HISTORY_DIR))
@@ -156,42 +172,48 @@ def _remove_stale_temps(directory, now):
     return removed
 
 
-def plan_files(report_dir, report, rendered, keep_history):
-    """[(path, text)] in write order: history, then html/md/junit, then report.json last."""
+def plan_files(report_dir, report, formats, keep_history):
+    """[(format, path)] in write order: history, then html/md/junit, then report.json last."""
     files = []
-    if "json" in rendered and keep_history > 0:
-        files.append((os.path.join(report_dir, HISTORY_DIR, "%s.json" % report["run_id"]), rendered["json"][1]))
+    if "json" in formats and keep_history > 0:
+        files.append(("history", os.path.join(report_dir, HISTORY_DIR, "%s.json" % report["run_id"])))
     for fmt in ("html", "md", "junit"):
-        if fmt in rendered:
-            files.append((os.path.join(report_dir, rendered[fmt][0]), rendered[fmt][1]))
-    if "json" in rendered:
-        files.append((os.path.join(report_dir, BASELINE), rendered["json"][1]))
+        if fmt in formats:
+            files.append((fmt, os.path.join(report_dir, FILE_NAMES[fmt])))
+    if "json" in formats:
+        files.append(("json", os.path.join(report_dir, BASELINE)))
     return files
 
 
-def publish(report_dir, report, rendered, keep_history, check_mode=False):
-    """Write the rendered formats into ``report_dir``; returns {written, pruned, paths}.
+def publish(report_dir, report, formats, keep_history, check_mode=False):
+    """Render ``formats`` of ``report`` into ``report_dir``, one file at a time, each streamed
+    into its temporary file; returns {written, pruned, paths}.
 
-    ``rendered`` is report.render_all()'s result. In check mode nothing is written or removed and
-    ``written`` lists what would be.
+    report.json is a copy of the history file just written (one rendering, same bytes). In check
+    mode nothing is written or removed, and ``written`` lists what would be.
     """
     check_writable(report_dir, create=not check_mode)
-    files = plan_files(report_dir, report, rendered, keep_history)
-    paths = dict((fmt, os.path.join(report_dir, name)) for fmt, (name, _text) in rendered.items())
+    files = plan_files(report_dir, report, formats, keep_history)
+    paths = dict((fmt, os.path.join(report_dir, FILE_NAMES[fmt])) for fmt in FILE_NAMES if fmt in formats)
     if check_mode:
-        return {"written": [path for path, _text in files], "pruned": [], "paths": paths}
+        return {"written": [path for _fmt, path in files], "pruned": [], "paths": paths}
     history = os.path.join(report_dir, HISTORY_DIR)
     written = []
-    for path, text in files:
-        if os.path.dirname(path) == history and not os.path.isdir(history):
-            os.makedirs(history)
+    for fmt, path in files:
         try:
-            atomic_write(path, text)
+            if fmt == "history":
+                if not os.path.isdir(history):
+                    os.makedirs(history)
+                atomic_write(path, iter_format(report, "json"))
+            elif fmt == "json" and written and written[0].startswith(history + os.sep):
+                atomic_write(path, _read_chunks(written[0]))
+            else:
+                atomic_write(path, iter_format(report, fmt))
         except (IOError, OSError) as exc:
             raise ReportStoreError("report_dir: cannot write %s: %s" % (path, exc.strerror or exc))
         written.append(path)
     pruned = []
-    if "json" in rendered:
+    if "json" in formats:
         keep = set([os.path.join(history, "%s.json" % report["run_id"])])
         runs = _history_files(history)
         excess = [path for path in runs if path not in keep]

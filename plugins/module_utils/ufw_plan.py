@@ -25,6 +25,7 @@ from ansible_collections.sipguard.firewall.plugins.module_utils.netfilter import
     parse_iptables_save,
     parse_routes,
 )
+from ansible_collections.sipguard.firewall.plugins.module_utils.ports import PortSpecError, parse_port
 from ansible_collections.sipguard.firewall.plugins.module_utils.ufw_model import (
     USER_CHAINS,
     HostNet,
@@ -94,6 +95,25 @@ def check_request(port, proto, state, allow_from, method, families):
     if state == "closed" and sources:
         raise PlanError("allow_from: only used with state=restricted; remove it or set state=restricted")
     return sources
+
+
+def parse_targets(ports):
+    """``['5060/udp', '5061/tcp', '5062']`` -> [(5060, 'udp'), (5061, 'tcp'), (5062, 'any')]."""
+    targets = []
+    for index, value in enumerate(ports or []):
+        text = str(value).strip().lower()
+        port_text, _sep, proto = text.partition("/")
+        proto = proto or "any"
+        if proto not in PROTOS:
+            raise PlanError("ports[%d]: %r has protocol %r; use tcp, udp or any (a bare port means any)"
+                            % (index, value, proto))
+        try:
+            port = parse_port(port_text, "ports[%d]" % index)
+        except PortSpecError as exc:
+            raise PlanError(str(exc))
+        if (port, proto) not in targets:
+            targets.append((port, proto))
+    return targets
 
 
 class Wanted(object):
@@ -317,47 +337,55 @@ def _expected_state(state, sources, family):
     return "blocked"
 
 
-def plan_close(host, port, proto, state="closed", allow_from=None, method="deny", families=("ipv4", "ipv6"),
+def plan_close(host, targets, state="closed", allow_from=None, method="deny", families=("ipv4", "ipv6"),
                enable_ufw=True, ssh_ports=(), lockout_guard=True):
-    """Plan closing (or restricting) ``port``/``proto``; raises PlanError when it cannot be done safely."""
-    sources = check_request(port, proto, state, allow_from, method, list(families))
+    """Plan closing (or restricting) every ``(port, proto)`` of ``targets`` as one change.
+
+    One plan for all ports: check mode predicts exactly what the run does, and a failure
+    restores the state from before the whole change. Raises PlanError when it cannot be done safely.
+    """
+    if not targets:
+        raise PlanError("ports: give at least one port to close")
+    sources = None
+    for port, proto in targets:
+        sources = check_request(port, proto, state, allow_from, method, list(families))
     if not host.installed:
         raise PlanError("ufw is not installed on this host (no ufw command or /etc/ufw/ufw.conf): install the ufw package")
-    if lockout_guard and proto in ("tcp", "any") and port in ssh_ports:
-        raise PlanError("port %d/tcp is this host's SSH port: closing it would lock you out. Use another port "
-                        "for SSH first (lockout_guard=false only with console access)" % port)
+    for port, proto in targets:
+        if lockout_guard and proto in ("tcp", "any") and port in ssh_ports:
+            raise PlanError("port %d/tcp is this host's SSH port: closing it would lock you out. Use another port "
+                            "for SSH first (lockout_guard=false only with console access)" % port)
     if not host.active and not enable_ufw:
         raise PlanError("UFW is inactive and enable_ufw is false: the rules would be written but not enforced; "
                         "set enable_ufw: true")
-    fams = [int(f[-1]) for f in families if f != "ipv6" or host.ipv6]
-    if "ipv6" in families and not host.ipv6:
-        fams = [f for f in fams if f == 4]
+    fams = [int(f[-1]) for f in families if f == "ipv4" or host.ipv6]
     enabled = ["ipv%d" % f for f in fams]
-    wanted = wanted_rules(port, proto, state, sources, method, enabled or ["ipv4"])
-    comment = managed_comment(port, proto)
+    wanted = []
+    for port, proto in targets:
+        wanted.extend(wanted_rules(port, proto, state, sources, method, enabled or ["ipv4"]))
+    comments = set(managed_comment(port, proto) for port, proto in targets)
     plan = Plan()
     plan.before = [r.to_dict() for r in host.rules]
-    protos = ("tcp", "udp") if proto == "any" else (proto,)
+    checks = []
+    for port, proto in targets:
+        for p in (("tcp", "udp") if proto == "any" else (proto,)):
+            if (port, p) not in checks:
+                checks.append((port, p))
 
     def verdicts(nets):
-        out = {}
-        for fam in (4, 6):
-            for p in protos:
-                out["%d/%s/ipv%d" % (port, p, fam)] = evaluate_port(nets[fam], fam, p, port)
-        return out
+        return dict(("%d/%s/ipv%d" % (port, p, fam), evaluate_port(nets[fam], fam, p, port))
+                    for port, p in checks for fam in (4, 6))
 
     current_nets = dict((f, _simulate(host, f, [r for r in host.rules if _family(r) == f], {}, host.active))
                         for f in (4, 6))
     plan.verdicts_before = verdicts(current_nets)
 
-    managed = [r for r in host.rules if r.comment == comment]
-    exact = [r for r in host.rules if r.comment != comment and _family(r) in fams
-             and _admits_exactly(r, host.rules, port, proto)]
-    desired = {}
-    for fam in (4, 6):
-        desired[fam] = [w.tuple_text(fam) for w in wanted if fam in w.families(fams)]
+    managed = [r for r in host.rules if r.comment in comments]
+    exact = [r for r in host.rules if r.comment not in comments and _family(r) in fams
+             and any(_admits_exactly(r, host.rules, port, proto) for port, proto in targets)]
+    desired = dict((fam, [w.tuple_text(fam) for w in wanted if fam in w.families(fams)]) for fam in (4, 6))
     current = dict((fam, [r.tuple for r in managed if _family(r) == fam]) for fam in (4, 6))
-    up_to_date = host.active and not exact and all(current[f] == desired[f] for f in (4, 6)) and all(
+    up_to_date = host.active and not exact and all(sorted(current[f]) == sorted(desired[f]) for f in (4, 6)) and all(
         v["state"] == _expected_state(state, sources, int(key[-1]))
         for key, v in plan.verdicts_before.items() if int(key[-1]) in fams)
     if up_to_date:
@@ -370,10 +398,9 @@ def plan_close(host, port, proto, state="closed", allow_from=None, method="deny"
     for number in delete_numbers:
         plan.commands.append(["--force", "delete", str(number)])
     plan.deleted = [r.to_dict() for r in host.rules if r.number in delete_numbers]
-    # 2. prepend the block, then the admitted sources above it
+    # 2. prepend in reverse, so the rules end up in the order of ``wanted``: sources above their block
     for w in reversed(wanted):
         plan.commands.append(w.command(prepend=True))
-    # predicted rule lists
     lists = {}
     extra_lines = {}
     for fam in (4, 6):
@@ -385,41 +412,36 @@ def plan_close(host, port, proto, state="closed", allow_from=None, method="deny"
                 new.append(UfwRule(tup, fam == 6))
                 extra_lines[tup] = w.iptables_lines(fam)
         lists[fam] = new + kept
-    will_be_active = True
     # 3. an inactive UFW is enabled only once SSH is sure to stay reachable
     if not host.active:
-        guard = []
         for ssh_port in sorted(set(ssh_ports)):
-            probe = dict((f, _simulate(host, f, lists[f], extra_lines, True)) for f in (4, 6))
-            if any(evaluate_port(probe[f], f, "tcp", ssh_port)["state"] == "blocked" for f in fams or [4]):
-                g = Wanted("allow", "tcp", ssh_port, None, None if len(fams) == 2 else fams[0], SSH_GUARD_COMMENT)
-                guard.append(g)
+            sim = dict((f, _simulate(host, f, lists[f], extra_lines, True)) for f in (4, 6))
+            if any(evaluate_port(sim[f], f, "tcp", ssh_port)["state"] == "blocked" for f in fams or [4]):
+                guard = Wanted("allow", "tcp", ssh_port, None, None if len(fams) == 2 else fams[0], SSH_GUARD_COMMENT)
+                plan.commands.append(guard.command(prepend=False))
                 for fam in (4, 6):
-                    if fam in g.families(fams):
-                        tup = g.tuple_text(fam)
+                    if fam in guard.families(fams):
+                        tup = guard.tuple_text(fam)
                         lists[fam].append(UfwRule(tup, fam == 6))
-                        extra_lines[tup] = g.iptables_lines(fam)
-        for g in guard:
-            plan.commands.append(g.command(prepend=False))
+                        extra_lines[tup] = guard.iptables_lines(fam)
         plan.commands.append(["--force", "enable"])
         plan.enable = True
     numbered = number_rules(lists[4], lists[6])
     plan.after = [r.to_dict() for r in numbered]
     plan.added = [r.to_dict() for r in numbered if r.tuple in extra_lines]
-    after_nets = dict((f, _simulate(host, f, lists[f], extra_lines, will_be_active)) for f in (4, 6))
+    after_nets = dict((f, _simulate(host, f, lists[f], extra_lines, True)) for f in (4, 6))
     plan.verdicts_after = verdicts(after_nets)
     # 4. re-check the plan with the evaluator: refuse rather than apply a plan that does not work
     for key, verdict in sorted(plan.verdicts_after.items()):
         fam = int(key[-1])
-        if fam not in fams:
-            continue
-        if verdict["state"] != _expected_state(state, sources, fam):
+        if fam in fams and verdict["state"] != _expected_state(state, sources, fam):
             raise PlanError("the planned rules would still admit %s: %s. Nothing was changed; fix that first "
                             "(see ufw_info's remediation)" % (key, verdict["reason"]))
-    for ssh_port in sorted(set(ssh_ports)):
-        for fam in fams or [4]:
-            v = evaluate_port(after_nets[fam], fam, "tcp", ssh_port)
-            if v["state"] == "blocked" and lockout_guard:
-                raise PlanError("the planned rules would block SSH on %d/tcp (ipv%d): %s. Nothing was changed"
-                                % (ssh_port, fam, v["reason"]))
+    if lockout_guard:
+        for ssh_port in sorted(set(ssh_ports)):
+            for fam in fams or [4]:
+                v = evaluate_port(after_nets[fam], fam, "tcp", ssh_port)
+                if v["state"] == "blocked":
+                    raise PlanError("the planned rules would block SSH on %d/tcp (ipv%d): %s. Nothing was changed"
+                                    % (ssh_port, fam, v["reason"]))
     return plan

@@ -25,7 +25,7 @@ description:
     baseline and the history intact.
   - "Runs on the controller: use it with C(delegate_to: localhost) and C(run_once: true)."
 author:
-  - sipguard maintainers
+  - sipguard maintainers (@sipguard)
 extends_documentation_fragment:
   - sipguard.firewall.attributes
 attributes:
@@ -39,7 +39,7 @@ attributes:
     support: partial
     details:
       - Every run has a new O(run_id) (and C(generated_at)), stored in the files and in C(history/), so
-        the files are rewritten and RV(changed) is true on every run that writes. The fleet part of the
+        the files are rewritten and C(changed) is true on every run that writes. The fleet part of the
         report (hosts, summary, changes) is the same for the same records and baseline.
 options:
   records:
@@ -257,12 +257,12 @@ from ansible_collections.sipguard.firewall.plugins.module_utils.report import (
     gate,
     gate_message,
     merge_reports,
-    render_all,
     render_markdown,
 )
 from ansible_collections.sipguard.firewall.plugins.module_utils.report_store import (
     BASELINE,
     ReportStoreError,
+    check_writable,
     load_report,
     publish,
 )
@@ -281,6 +281,7 @@ def _run(module):
     run_id = check_run_id(params["run_id"]) if params["run_id"] else "%s-%s" % (
         now.strftime("%Y%m%dT%H%M%SZ"), uuid.uuid4().hex[:6])
     report_dir = params["report_dir"]
+    check_writable(report_dir, create=False)
     previous = load_report(os.path.join(report_dir, BASELINE))
     records = params["records"]
     if params["merge_from"]:
@@ -295,8 +296,7 @@ def _run(module):
     else:
         report = build_report(records, previous=previous, run_id=run_id, generated_at=generated_at)
     failures = gate(report, params["fail_on"])
-    rendered = render_all(report, params["formats"])
-    stored = publish(report_dir, report, rendered, params["keep_history"], check_mode=module.check_mode)
+    stored = publish(report_dir, report, params["formats"], params["keep_history"], check_mode=module.check_mode)
     summary = dict((key, value) for key, value in report.items() if key not in ("hosts", "changes"))
     return dict(
         changed=bool(stored["written"]),
@@ -307,7 +307,7 @@ def _run(module):
         pruned=stored["pruned"],
         gate_failures=failures,
         gate_message=gate_message(report, params["fail_on"], failures) if failures else "",
-        markdown=rendered["md"][1] if "md" in rendered else render_markdown(report),
+        markdown=render_markdown(report),
         alert=alert_body(report, params["report_url"]),
     )
 

@@ -45,14 +45,20 @@ attributes:
     support: full
 options:
   port:
-    description: The port to close or restrict.
+    description: The port to close or restrict (with O(proto)). Give O(port) or O(ports).
     type: int
-    required: true
   proto:
-    description: Protocol; C(any) means tcp and udp.
+    description: Protocol of O(port); C(any) means tcp and udp.
     type: str
     choices: [tcp, udp, any]
     default: any
+  ports:
+    description:
+      - Several ports changed as one plan, as C(PORT/PROTO) (C(tcp), C(udp) or C(any)) or a bare C(PORT) (any).
+      - One plan means check mode predicts the whole change exactly, and a failure restores the state from
+        before all of them.
+    type: list
+    elements: str
   state:
     description:
       - C(closed) blocks the port for every sender.
@@ -108,6 +114,11 @@ EXAMPLES = r"""
   sipguard.firewall.ufw_port:
     port: 5060
     proto: any
+  become: true
+
+- name: Close every SIP port in one change
+  sipguard.firewall.ufw_port:
+    ports: ['5060/udp', '5060/tcp', '5061/tcp']
   become: true
 
 - name: Admit 5060/udp only from the SIP trunk provider
@@ -219,6 +230,7 @@ from ansible_collections.sipguard.firewall.plugins.module_utils.ufw_plan import 
     HostState,
     PlanError,
     check_request,
+    parse_targets,
     plan_close,
     render_rules,
 )
@@ -231,8 +243,9 @@ def _states(verdicts):
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            port=dict(type="int", required=True),
+            port=dict(type="int"),
             proto=dict(type="str", default="any", choices=["tcp", "udp", "any"]),
+            ports=dict(type="list", elements="str"),
             state=dict(type="str", default="closed", choices=["closed", "restricted"]),
             allow_from=dict(type="list", elements="str", default=[]),
             method=dict(type="str", default="deny", choices=["deny", "reject"]),
@@ -242,11 +255,15 @@ def main():
             rollback_id=dict(type="str"),
             lockout_guard=dict(type="bool", default=True),
         ),
+        mutually_exclusive=[("port", "ports")],
+        required_one_of=[("port", "ports")],
         supports_check_mode=True,
     )
     p = module.params
     try:
-        check_request(p["port"], p["proto"], p["state"], p["allow_from"], p["method"], p["families"])
+        targets = parse_targets(p["ports"]) if p["ports"] is not None else [(p["port"], p["proto"])]
+        for port, proto in targets:
+            check_request(port, proto, p["state"], p["allow_from"], p["method"], p["families"])
         if p["rollback_after"] < 0:
             raise PlanError("rollback_after: %d is negative; give seconds (0 = no rollback)" % p["rollback_after"])
     except PlanError as exc:
@@ -258,7 +275,7 @@ def main():
     ports = ssh_ports(module)
     try:
         host = HostState(raw)
-        plan = plan_close(host, p["port"], p["proto"], p["state"], p["allow_from"], p["method"], p["families"],
+        plan = plan_close(host, targets, p["state"], p["allow_from"], p["method"], p["families"],
                           p["enable_ufw"], ports, p["lockout_guard"])
     except (PlanError, UfwModelError, NetfilterParseError) as exc:
         module.fail_json(msg=str(exc), ssh_ports=ports)
@@ -284,7 +301,7 @@ def main():
     try:
         apply_commands(module, ufw, plan.commands, directory)
         after = HostState(gather(module))
-        check = plan_close(after, p["port"], p["proto"], p["state"], p["allow_from"], p["method"], p["families"],
+        check = plan_close(after, targets, p["state"], p["allow_from"], p["method"], p["families"],
                            p["enable_ufw"], ports, p["lockout_guard"])
         if check.changed or _states(check.verdicts_before) != _states(plan.verdicts_after):
             restore(directory, ufw, module.run_command)

@@ -186,6 +186,9 @@ def host_digest(host):
 def ensure_bridge():
     if run(["ip", "link", "show", BRIDGE], check=False).returncode != 0:
         run(["ip", "link", "add", BRIDGE, "type", "bridge"])
+    # Without this, neighbour solicitations to a new host's solicited-node group are not forwarded
+    # until the host's MLD report is seen: its first IPv6 packets get lost.
+    run(["ip", "link", "set", BRIDGE, "type", "bridge", "mcast_snooping", "0"])
     run(["ip", "link", "set", BRIDGE, "up"])
     have = run(["ip", "-o", "addr", "show", "dev", BRIDGE]).stdout
     for addr, plen, extra in ((addr4(CONTROLLER_INDEX), NET4.prefixlen, []),
@@ -364,7 +367,7 @@ def wait_tcp(addr, port, timeout=15.0):
                 return
         except OSError:
             time.sleep(0.1)
-    raise LabError("sshd on %s:%d did not come up within %.0fs" % (addr, port, timeout))
+    raise LabError("sshd on [%s]:%d did not come up within %.0fs" % (addr, port, timeout))
 
 
 def build_host(host, workdir):
@@ -390,6 +393,7 @@ def build_host(host, workdir):
         start_kamailio(ns, name, workdir, ["0.0.0.0", addr6(index)])
     nsexec(ns, ["/usr/sbin/sshd", "-f", "/etc/ssh/sshd_config"])
     wait_tcp(addr4(index), int(host.get("ssh_port", 22)))
+    wait_tcp(addr6(index), int(host.get("ssh_port", 22)))
     write(os.path.join(workdir, "hosts", name, "digest"), host_digest(host))
     return name
 

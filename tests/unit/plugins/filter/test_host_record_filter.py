@@ -1,0 +1,66 @@
+# -*- coding: utf-8 -*-
+# Copyright: sipguard maintainers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""plugins/filter/host_record.py on the recorded lab records (turned back into the ufw_info and
+sip_probe results they were built from by record_fixtures)."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import pytest
+from ansible.errors import AnsibleFilterError
+
+from ansible_collections.sipguard.firewall.plugins.filter.host_record import FilterModule
+
+import record_fixtures as F
+
+FILTERS = FilterModule().filters()
+
+
+@pytest.mark.parametrize("host", ["allow-any-proto", "source-restricted", "deny", "docker-dnat"])
+@pytest.mark.parametrize("probes_as", ["list", "registered", "loop"])
+def test_host_record_filter_is_build_host_record(host, probes_as):
+    record = F.load_records()[host]
+    info = F._info(record)
+    probes = F._probes(record)
+    given = {"list": probes, "registered": {"changed": False, "results": probes},
+             "loop": [{"results": probes[:3]}, {"results": probes[3:]}]}[probes_as]
+    built = FILTERS["host_record"](info, host, probes=given, checked_at=record["checked_at"])
+    built["ufw"] = record["ufw"]  # _info() leaves ufw out; the rest must match exactly
+    assert built == record
+
+
+def test_allow_restricted_false_makes_restricted_non_compliant():
+    record = F.load_records()["source-restricted"]
+    strict = FILTERS["host_record"](F._info(record), "source-restricted", probes=F._probes(record),
+                                    allow_restricted=False)
+    assert record["compliant"] and not strict["compliant"]
+    assert strict["findings"][0].startswith("5060/udp ipv4 restricted: ")
+
+
+def test_failed_ufw_info_result_becomes_an_error_record():
+    record = FILTERS["host_record"]({"failed": True, "msg": "ufw_info reads netfilter ... become: true"}, "web1")
+    assert (record["reachable"], record["compliant"], record["error"]) == (
+        True, False, "ufw_info reads netfilter ... become: true")
+    assert record["findings"] == ["error: ufw_info reads netfilter ... become: true"]
+
+
+def test_unreachable_record():
+    record = FILTERS["unreachable_record"]("web2")
+    assert (record["host"], record["reachable"], record["compliant"], record["exposure"]) == ("web2", False, False, [])
+    assert record["findings"] == ["unreachable: no host record: the host failed or was unreachable earlier in this play"]
+    assert FILTERS["unreachable_record"]("web2", error="ssh: timed out")["findings"] == ["unreachable: ssh: timed out"]
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: FILTERS["host_record"]("text", "web1"), "host_record: the input must be ufw_info's registered result, got str"),
+    (lambda: FILTERS["host_record"]({}, ""), "host: a host record needs the inventory host name"),
+    (lambda: FILTERS["host_record"]({}, "web1", probes={"changed": True}),
+     "host_record: probes is a dict without 'results'; pass sip_probe's registered result or its results list"),
+    (lambda: FILTERS["unreachable_record"](None), "unreachable_record: the input must be the inventory host name, got None"),
+])
+def test_filter_errors_say_what_to_fix(call, message):
+    with pytest.raises(AnsibleFilterError) as err:
+        call()
+    assert str(err.value) == message
