@@ -85,7 +85,16 @@ lab-down:
 
 demo: build
 	$(BIN)/python tests/lab/sglab.py up tests/lab/scenarios/exposure.yml
-	ANSIBLE_DEPRECATION_WARNINGS=False $(BIN)/ansible-playbook -i $(LAB_DIR)/inventory.yml sipguard.firewall.audit
+	rm -rf $(DEMO_DIR)
+	@echo "== 1/2 audit (read-only)"
+	ANSIBLE_DEPRECATION_WARNINGS=False $(BIN)/ansible-playbook -i $(LAB_DIR)/inventory.yml sipguard.firewall.audit \
+	  -e sipguard_report_dir=$(DEMO_DIR)
+	cp -r $(DEMO_DIR)/report.html $(DEMO_DIR)/audit-report.html
+	@echo "== 2/2 close -> verify -> report (hosts UFW cannot fix stay non-compliant, with the remediation)"
+	ANSIBLE_DEPRECATION_WARNINGS=False $(BIN)/ansible-playbook -i $(LAB_DIR)/inventory.yml sipguard.firewall.close \
+	  -e sipguard_report_dir=$(DEMO_DIR)
+	@echo
+	@echo "report: $(DEMO_DIR)/report.html (also report.md, report.json, junit.xml; the audit before: audit-report.html)"
 
 clean: lab-down
 	rm -rf $(BUILD) $(VENV) $(INSTALLED)

@@ -315,6 +315,10 @@ class Walker(object):
                     if not neg:
                         return False
                     continue
+                try:  # as iptables-save prints it, whether read from the kernel or from user.rules
+                    value = str(ipaddress.ip_network(value, strict=False))
+                except ValueError:
+                    pass
                 conds.append(Condition(("src", value), neg, "%sfrom %s" % ("not " if neg else "", value)))
             elif key == "dst":
                 if pkt.dst is not None:

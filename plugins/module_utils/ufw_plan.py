@@ -193,6 +193,12 @@ def _admits_exactly(rule, numbered, port, proto):
     return True
 
 
+def _rule_key(tuple_text):
+    """A tuple without its action and comment: what ufw compares to find an existing rule."""
+    fields = tuple_text.split(" comment=", 1)[0].split()
+    return " ".join(fields[1:])
+
+
 def _family(rule):
     return 6 if rule.v6 else 4
 
@@ -300,9 +306,9 @@ def _compose_ufw(tables, host, family):
         filt.setdefault("%s-%s" % (prefix, name), Chain("%s-%s" % (prefix, name)))
     if policy == "REJECT":
         filt["%s-reject-input" % prefix].rules = [Rule("filter", "%s-reject-input" % prefix, ["-j", "REJECT"])]
+    skip_target = {"ACCEPT": "ACCEPT", "REJECT": "REJECT"}.get(policy, "DROP")
     filt["%s-skip-to-policy-input" % prefix].rules = [
-        Rule("filter", "%s-skip-to-policy-input" % prefix, ["-j", "ACCEPT" if policy == "ACCEPT" else
-                                                             ("REJECT" if policy == "REJECT" else "DROP")])]
+        Rule("filter", "%s-skip-to-policy-input" % prefix, ["-j", skip_target])]
     filt["%s-user-limit" % prefix].rules = [Rule("filter", "%s-user-limit" % prefix, ["-j", "REJECT"])]
     filt["%s-user-limit-accept" % prefix].rules = [Rule("filter", "%s-user-limit-accept" % prefix, ["-j", "ACCEPT"])]
     # ufw-init appends the user chain hook after loading user.rules (/lib/ufw/ufw-init-functions).
@@ -381,9 +387,14 @@ def plan_close(host, targets, state="closed", allow_from=None, method="deny", fa
     plan.verdicts_before = verdicts(current_nets)
 
     managed = [r for r in host.rules if r.comment in comments]
-    exact = [r for r in host.rules if r.comment not in comments and _family(r) in fams
-             and any(_admits_exactly(r, host.rules, port, proto) for port, proto in targets)]
     desired = dict((fam, [w.tuple_text(fam) for w in wanted if fam in w.families(fams)]) for fam in (4, 6))
+    # ufw skips a rule identical to an existing one and updates in place one that differs only in
+    # action ("Skipping inserting existing rule", "Rule updated"): either would keep the old
+    # position, so such a rule is deleted and the managed one prepended instead.
+    clashing = set(_rule_key(t) for fam in (4, 6) for t in desired[fam])
+    exact = [r for r in host.rules if r.comment not in comments and _family(r) in fams
+             and (_rule_key(r.tuple) in clashing
+                  or any(_admits_exactly(r, host.rules, port, proto) for port, proto in targets))]
     current = dict((fam, [r.tuple for r in managed if _family(r) == fam]) for fam in (4, 6))
     up_to_date = host.active and not exact and all(sorted(current[f]) == sorted(desired[f]) for f in (4, 6)) and all(
         v["state"] == _expected_state(state, sources, int(key[-1]))

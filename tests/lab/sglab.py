@@ -214,6 +214,9 @@ def _free_link(name, timeout=5.0):
 
 def create_netns(ns, index, veth):
     _free_link(veth)
+    # A rebuilt host has a new MAC: stale neighbour entries would delay its first packets by seconds.
+    for addr in (addr4(index), addr6(index)):
+        run(["ip", "neigh", "flush", "to", addr, "dev", BRIDGE], check=False)
     run(["ip", "netns", "add", ns])
     nsexec(ns, ["ip", "link", "set", "lo", "up"])
     run(["ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns])
@@ -393,7 +396,10 @@ def build_host(host, workdir):
         start_kamailio(ns, name, workdir, ["0.0.0.0", addr6(index)])
     nsexec(ns, ["/usr/sbin/sshd", "-f", "/etc/ssh/sshd_config"])
     wait_tcp(addr4(index), int(host.get("ssh_port", 22)))
-    wait_tcp(addr6(index), int(host.get("ssh_port", 22)))
+    try:  # warm the IPv6 neighbour entry; the host's firewall may well drop this (IPV6=no)
+        socket.create_connection((addr6(index), int(host.get("ssh_port", 22))), timeout=1).close()
+    except OSError:
+        pass
     write(os.path.join(workdir, "hosts", name, "digest"), host_digest(host))
     return name
 
@@ -477,6 +483,9 @@ def up(scenario_path, workdir, jobs=8):
         raise LabError("the lab needs root (network namespaces); run as root")
     scenario = load_scenario(scenario_path)
     os.makedirs(workdir, exist_ok=True)
+    for name in ("inventory.yml", "lab.json"):  # a failed `up` must not leave the old lab's inventory
+        if os.path.exists(os.path.join(workdir, name)):
+            os.remove(os.path.join(workdir, name))
     key = ensure_key(workdir)
     os.makedirs("/run/sshd", exist_ok=True)
     wanted = {PREFIX + h["name"] for h in scenario["hosts"]}
@@ -501,6 +510,8 @@ def up(scenario_path, workdir, jobs=8):
                 errors.append("%s: %s" % (futures[fut], exc))
     if errors:
         raise LabError("lab hosts failed:\n  " + "\n  ".join(errors))
+    for vantage in scenario["vantages"]:
+        nsexec(PREFIX + vantage["name"], ["ip", "neigh", "flush", "dev", "eth0"], check=False)
     inventory = write_inventory(scenario, workdir, key)
     log("lab ready: %d hosts; inventory %s" % (len(scenario["hosts"]), inventory))
     return inventory
