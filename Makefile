@@ -23,7 +23,8 @@ export ANSIBLE_HOST_KEY_CHECKING := False
 export SIPGUARD_LAB_DIR := $(LAB_DIR)
 export PATH := $(BIN):$(PATH)
 
-.PHONY: help deps venv build test unit sanity lint integration molecule demo lab-up lab-down clean
+.PHONY: help deps venv build test unit sanity lint integration molecule demo lab-up lab-down clean \
+        ee galaxy-importer test-matrix bench
 
 help:
 	@echo "make demo   build the lab fleet, audit it and print each host's SIP exposure"
@@ -75,7 +76,32 @@ molecule: $(BUILT)
 	cd $(CURDIR) && ANSIBLE_FORCE_COLOR=0 PY_COLORS=0 $(BIN)/molecule test --all
 
 test: build
-	$(MAKE) --no-print-directory unit sanity lint integration molecule SKIP_BUILD=1
+	$(MAKE) --no-print-directory unit sanity lint galaxy-importer ee integration molecule SKIP_BUILD=1
+
+# Tools outside the test tool chain, in their own venv. galaxy-importer depends on
+# ansible-builder 3.2.0; -c keeps ansible-core and ansible-lint at the test pins.
+TOOLS := /var/tmp/sipguard-tools
+
+$(TOOLS)/bin/ansible-builder: requirements-test.txt
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install -q galaxy-importer==0.4.44 ansible-builder==3.2.0 -c requirements-test.txt
+	touch $@
+
+# The execution environment's build context (no container engine here: create, not build).
+ee: $(BUILT) $(TOOLS)/bin/ansible-builder
+	mkdir -p $(BUILD)/ee && cp $(TARBALL) $(BUILD)/ee/sipguard-firewall.tar.gz
+	$(TOOLS)/bin/ansible-builder create -f execution-environment.yml -c $(BUILD)/ee/context --output-filename Containerfile
+
+galaxy-importer: $(BUILT) $(TOOLS)/bin/ansible-builder
+	.ci/galaxy_importer.sh $(TARBALL) $(TOOLS)/bin --strict
+
+# Unit tests on ansible-core 2.17/2.19/2.21 (controller 3.11-3.13) and module code on 3.8-3.13.
+test-matrix:
+	.ci/test-matrix.sh --jobs 2
+
+# Side-by-side ratios on a 40-host lab (not part of make test).
+bench: $(BUILT)
+	$(BIN)/python benchmarks/fleet/run.py --repeat 3
 
 lab-up: venv
 	$(BIN)/python tests/lab/sglab.py up tests/lab/scenarios/exposure.yml
