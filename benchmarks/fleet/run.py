@@ -47,7 +47,7 @@ def timed(argv, env, expect_ok=True):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--forks", type=int, default=40)
     parser.add_argument("--mitogen", action="store_true",
@@ -85,7 +85,6 @@ def main():
         timed(commands["floor"], env)
         names = ["floor", "audit", "naive", "close", "close-idem", "floor"]
         if mitogen_env:
-            lab_up()
             names += ["floor-playbook", "floor-mitogen", "audit-mitogen"]
         for name in names:
             took, out = timed(commands[name], mitogen_env if name.endswith("-mitogen") else env)

@@ -34,34 +34,49 @@ def parse_port(value, where="port"):
     return port
 
 
-def parse_port_specs(values, option="ports"):
-    """Expand ``['5060/udp', '5061', 5062]`` into ordered, de-duplicated PortSpecs.
+def _one_of(words):
+    return ", ".join(words[:-1]) + " or " + words[-1] if len(words) > 1 else words[0]
 
-    A bare port means both tcp and udp (the way ``ufw allow 5060`` treats it).
+
+def parse_specs(values, option, kinds, bare, noun, hint, empty="give at least one port, e.g. ['5060/udp', '5060/tcp']"):
+    """The one PORT/KIND parser: ``['5060/udp', 5061]`` -> ordered, de-duplicated (port, kind) tuples.
+
+    ``kinds`` are the allowed protocols or transports; ``bare`` is what a bare port expands to
+    (None: a bare port is an error); ``hint`` ends the error message (what to write instead).
     """
     if isinstance(values, (str, int)):
         values = [values]
     specs = []
     for index, value in enumerate(values or []):
         where = "%s[%d]" % (option, index)
-        text = str(value).strip().lower()
-        if "/" in text:
-            port_text, proto = text.split("/", 1)
-            if proto not in PROTOCOLS:
-                raise PortSpecError(
-                    "%s: %r has protocol %r; use tcp or udp (or a bare port for both)" % (where, value, proto)
-                )
-            protos = (proto,)
+        if isinstance(value, tuple) and len(value) == 2:
+            port_text, found = str(value[0]), (value[1],)
         else:
-            port_text, protos = text, ("udp", "tcp")
+            text = str(value).strip().lower()
+            if "/" in text:
+                port_text, kind = text.split("/", 1)
+                found = (kind,)
+            elif bare is None:
+                raise PortSpecError("%s: %r has no %s; write PORT/%s with %s, e.g. '5060/%s'"
+                                    % (where, value, noun, noun.upper(), _one_of(kinds), kinds[0]))
+            else:
+                port_text, found = text, tuple(bare)
+        for kind in found:
+            if kind not in kinds:
+                raise PortSpecError("%s: %r has %s %r; %s" % (where, value, noun, kind, hint))
         port = parse_port(port_text, where)
-        for proto in protos:
-            spec = PortSpec(port, proto)
-            if spec not in specs:
-                specs.append(spec)
+        for kind in found:
+            if (port, kind) not in specs:
+                specs.append((port, kind))
     if not specs:
-        raise PortSpecError("%s: give at least one port, e.g. ['5060/udp', '5060/tcp']" % option)
+        raise PortSpecError("%s: %s" % (option, empty))
     return specs
+
+
+def parse_port_specs(values, option="ports"):
+    """ufw_info's ports: ``5060/udp``, ``5060/tcp``; a bare port means both (as ``ufw allow 5060``)."""
+    return [PortSpec(port, proto) for port, proto in
+            parse_specs(values, option, PROTOCOLS, ("udp", "tcp"), "protocol", "use tcp or udp (or a bare port for both)")]
 
 
 def format_port_spec(spec):

@@ -20,7 +20,7 @@ import math
 import os
 import re
 
-from ansible_collections.sipguard.firewall.plugins.module_utils.ports import parse_port, PortSpecError
+from ansible_collections.sipguard.firewall.plugins.module_utils.ports import parse_specs
 
 TOOL_VERSION = "0.1"
 # Real servers (and fail2ban/APIBAN style filters in front of them) silently drop
@@ -106,32 +106,12 @@ MAX_HEAD_BYTES = 65536
 def parse_probe_ports(values, option="ports"):
     """Turn ``['5060/udp', '5061/tls']`` into ordered, de-duplicated ProbeSpecs.
 
-    Unlike ports.parse_port_specs a transport is required: a probe must know whether
-    to speak UDP, TCP or TLS, and there is no sensible "both".
+    Unlike ufw_info's ports a transport is required: a probe must know whether to speak UDP,
+    TCP or TLS, and there is no sensible "both".
     """
-    if isinstance(values, (str, int)):
-        values = [values]
-    specs = []
-    for index, value in enumerate(values or []):
-        where = "%s[%d]" % (option, index)
-        if isinstance(value, ProbeSpec):
-            port_text, transport = str(value.port), value.transport
-        else:
-            text = str(value).strip().lower()
-            if "/" not in text:
-                raise PortSpecError(
-                    "%s: %r has no transport; write PORT/TRANSPORT with udp, tcp or tls, e.g. '5060/udp'"
-                    % (where, value)
-                )
-            port_text, transport = text.split("/", 1)
-        if transport not in TRANSPORTS:
-            raise PortSpecError("%s: %r has transport %r; use udp, tcp or tls" % (where, value, transport))
-        spec = ProbeSpec(parse_port(port_text, where), transport)
-        if spec not in specs:
-            specs.append(spec)
-    if not specs:
-        raise PortSpecError("%s: give at least one PORT/TRANSPORT, e.g. ['5060/udp', '5060/tcp', '5061/tls']" % option)
-    return specs
+    return [ProbeSpec(port, transport) for port, transport in
+            parse_specs(values, option, TRANSPORTS, None, "transport", "use udp, tcp or tls",
+                        "give at least one PORT/TRANSPORT, e.g. ['5060/udp', '5060/tcp', '5061/tls']")]
 
 
 def check_targets(targets, option="targets"):

@@ -25,7 +25,7 @@ from ansible_collections.sipguard.firewall.plugins.module_utils.netfilter import
     parse_iptables_save,
     parse_routes,
 )
-from ansible_collections.sipguard.firewall.plugins.module_utils.ports import PortSpecError, parse_port
+from ansible_collections.sipguard.firewall.plugins.module_utils.ports import PortSpecError, parse_specs
 from ansible_collections.sipguard.firewall.plugins.module_utils.ufw_model import (
     USER_CHAINS,
     HostNet,
@@ -99,21 +99,10 @@ def check_request(port, proto, state, allow_from, method, families):
 
 def parse_targets(ports):
     """``['5060/udp', '5061/tcp', '5062']`` -> [(5060, 'udp'), (5061, 'tcp'), (5062, 'any')]."""
-    targets = []
-    for index, value in enumerate(ports or []):
-        text = str(value).strip().lower()
-        port_text, _sep, proto = text.partition("/")
-        proto = proto or "any"
-        if proto not in PROTOS:
-            raise PlanError("ports[%d]: %r has protocol %r; use tcp, udp or any (a bare port means any)"
-                            % (index, value, proto))
-        try:
-            port = parse_port(port_text, "ports[%d]" % index)
-        except PortSpecError as exc:
-            raise PlanError(str(exc))
-        if (port, proto) not in targets:
-            targets.append((port, proto))
-    return targets
+    try:
+        return parse_specs(ports, "ports", PROTOS, ("any",), "protocol", "use tcp, udp or any (a bare port means any)")
+    except PortSpecError as exc:
+        raise PlanError(str(exc))
 
 
 class Wanted(object):
