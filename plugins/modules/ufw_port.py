@@ -193,6 +193,13 @@ ssh_ports:
   type: list
   elements: int
   sample: [22]
+info:
+  description:
+    - The host as M(sipguard.firewall.ufw_info) reports it for these ports, read after the change (before it in
+      check mode or when nothing changed), so that a verify step needs no second module run.
+  returned: always
+  type: dict
+  sample: {"exposed": false, "exposure": [], "listeners": [], "ufw": {}, "caveats": []}
 rollback:
   description: The commit-confirmed rollback, when armed.
   returned: always
@@ -225,7 +232,8 @@ from ansible_collections.sipguard.firewall.plugins.module_utils.ufw_host import 
     restore,
     ssh_ports,
 )
-from ansible_collections.sipguard.firewall.plugins.module_utils.ufw_model import UfwModelError
+from ansible_collections.sipguard.firewall.plugins.module_utils.ports import PortSpec
+from ansible_collections.sipguard.firewall.plugins.module_utils.ufw_model import UfwModelError, inspect_host
 from ansible_collections.sipguard.firewall.plugins.module_utils.ufw_plan import (
     HostState,
     PlanError,
@@ -292,6 +300,8 @@ def main():
         rollback=dict(id=p["rollback_id"], armed=None, deadline=None),
         diff=dict(before=render_rules(plan.before), after=render_rules(plan.after)),
     )
+    specs = [PortSpec(port, p) for port, proto in targets for p in (("udp", "tcp") if proto == "any" else (proto,))]
+    result["info"] = inspect_host(raw, specs)
     if not plan.changed or module.check_mode:
         module.exit_json(**result)
 
@@ -300,7 +310,8 @@ def main():
     directory = backup(group, host.active)
     try:
         apply_commands(module, ufw, plan.commands, directory)
-        after = HostState(gather(module))
+        raw_after = gather(module)
+        after = HostState(raw_after)
         check = plan_close(after, targets, p["state"], p["allow_from"], p["method"], p["families"],
                            p["enable_ufw"], ports, p["lockout_guard"])
         if check.changed or _states(check.verdicts_before) != _states(plan.verdicts_after):
@@ -309,6 +320,7 @@ def main():
                                  "the previous rules were restored" % (check.commands,
                                                                        _states(check.verdicts_before)), **result)
         result["rules_after"] = check.before
+        result["info"] = inspect_host(raw_after, specs)
         result["diff"]["after"] = render_rules(check.before)
     except (ApplyError, PlanError, UfwModelError, NetfilterParseError, OSError) as exc:
         module.fail_json(msg=str(exc), **result)
