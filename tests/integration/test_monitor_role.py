@@ -1,0 +1,72 @@
+"""The monitor role, installed into a scratch directory on the controller (no systemd changes):
+units valid for systemd-analyze, secrets root-only and never printed, check mode writes nothing."""
+
+import json
+import os
+import shutil
+import stat
+import subprocess
+import tempfile
+
+import pytest
+
+from conftest import BIN, HERE
+
+PLAYBOOK = os.path.join(HERE, "playbooks", "monitor_role.yml")
+SECRET = "https://hooks.example.invalid/T000/SECRET-TOKEN-123"
+
+
+def run(tmp, check=False):
+    argv = [os.path.join(BIN, "ansible-playbook"), "-i", "localhost,", "-c", "local", PLAYBOOK, "-e",
+            "ansible_python_interpreter=" + os.path.join(BIN, "python"), "-e", json.dumps({
+        "sipguard_monitor_unit_dir": os.path.join(tmp, "units"),
+        "sipguard_monitor_config_dir": os.path.join(tmp, "etc"),
+        "sipguard_monitor_enable": False,
+        "sipguard_monitor_webhook_url": SECRET,
+        "sipguard_monitor_webhook_token": "tok-SECRET-456",
+        "sipguard_monitor_ansible_playbook": os.path.join(BIN, "ansible-playbook"),
+        "sipguard_monitor_schedule": "*-*-* *:00/15:00",
+    })] + (["--check", "--diff"] if check else [])
+    env = dict(os.environ, ANSIBLE_DEPRECATION_WARNINGS="False")
+    return subprocess.run(argv, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, timeout=300,
+                          check=False)
+
+
+@pytest.fixture()
+def tmp():
+    path = tempfile.mkdtemp(prefix="sipguard-monitor-")
+    os.makedirs(os.path.join(path, "units"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_check_mode_writes_nothing(tmp):
+    proc = run(tmp, check=True)
+    assert proc.returncode == 0, proc.stdout[-2000:]
+    assert os.listdir(os.path.join(tmp, "units")) == []
+    assert SECRET not in proc.stdout and "tok-SECRET-456" not in proc.stdout
+
+
+def test_units_and_secrets(tmp):
+    proc = run(tmp)
+    assert proc.returncode == 0, proc.stdout[-2000:]
+    assert SECRET not in proc.stdout and "tok-SECRET-456" not in proc.stdout
+    units = os.path.join(tmp, "units")
+    assert sorted(os.listdir(units)) == ["sipguard-gate.service", "sipguard-gate.timer"]
+    with open(os.path.join(units, "sipguard-gate.service")) as fh:
+        service = fh.read()
+    assert "sipguard.firewall.gate" in service and "gate-vars.json" in service and SECRET not in service
+    vars_file = os.path.join(tmp, "etc", "gate-vars.json")
+    assert stat.S_IMODE(os.stat(vars_file).st_mode) == 0o600
+    with open(vars_file) as fh:
+        data = json.load(fh)
+    assert data["sipguard_webhook_url"] == SECRET and data["sipguard_gate_fail_on"] == ["regression", "unreachable"]
+    if shutil.which("systemd-analyze"):
+        check = subprocess.run(["systemd-analyze", "verify", "--man=no", os.path.join(units, "sipguard-gate.timer"),
+                                os.path.join(units, "sipguard-gate.service")], text=True, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, check=False, timeout=60)
+        assert check.returncode == 0, check.stdout
+        calendar = subprocess.run(["systemd-analyze", "calendar", "*-*-* *:00/15:00"], stdout=subprocess.PIPE,
+                                  check=False, timeout=60)
+        assert calendar.returncode == 0
+    assert run(tmp).stdout.split("PLAY RECAP")[1].count("changed=0") == 1  # idempotent
