@@ -17,8 +17,8 @@ SECRET = "https://hooks.example.invalid/T000/SECRET-TOKEN-123"
 
 
 def run(tmp, check=False):
-    argv = [os.path.join(BIN, "ansible-playbook"), "-i", "localhost,", "-c", "local", PLAYBOOK, "-e",
-            "ansible_python_interpreter=" + os.path.join(BIN, "python"), "-e", json.dumps({
+    extra = {
+        "ansible_python_interpreter": os.path.join(BIN, "python"),
         "sipguard_monitor_unit_dir": os.path.join(tmp, "units"),
         "sipguard_monitor_config_dir": os.path.join(tmp, "etc"),
         "sipguard_monitor_enable": False,
@@ -26,7 +26,9 @@ def run(tmp, check=False):
         "sipguard_monitor_webhook_token": "tok-SECRET-456",
         "sipguard_monitor_ansible_playbook": os.path.join(BIN, "ansible-playbook"),
         "sipguard_monitor_schedule": "*-*-* *:00/15:00",
-    })] + (["--check", "--diff"] if check else [])
+    }
+    argv = [os.path.join(BIN, "ansible-playbook"), "-i", "localhost,", "-c", "local", PLAYBOOK,
+            "-e", json.dumps(extra)] + (["--check", "--diff"] if check else [])
     env = dict(os.environ, ANSIBLE_DEPRECATION_WARNINGS="False")
     return subprocess.run(argv, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, timeout=300,
                           check=False)
