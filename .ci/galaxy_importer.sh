@@ -31,7 +31,9 @@ trap 'rm -rf "$work"' EXIT
 set +e
 (
   cd "$work"
-  GALAXY_IMPORTER_CONFIG="$here/galaxy-importer.cfg" PATH="$venv_bin:$PATH" ANSIBLE_NOCOLOR=1 \
+  # Its own HOME: the importer installs the collection under ~/.ansible/collections, where a stale
+  # copy would later shadow the freshly built one for ansible-lint and ansible-doc.
+  HOME="$work" GALAXY_IMPORTER_CONFIG="$here/galaxy-importer.cfg" PATH="$venv_bin:$PATH" ANSIBLE_NOCOLOR=1 \
     "$venv_bin/python" -m galaxy_importer.main "$tarball"
 ) 2>&1 | tee "$out_dir/importer.log"
 rc=${PIPESTATUS[0]}
