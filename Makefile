@@ -24,7 +24,7 @@ export SIPGUARD_LAB_DIR := $(LAB_DIR)
 export PATH := $(BIN):$(PATH)
 
 .PHONY: help deps venv build test unit sanity lint integration molecule demo lab-up lab-down clean \
-        ee galaxy-importer test-matrix bench
+        ee galaxy-importer test-matrix bench ansible-test-pip
 
 help:
 	@echo "make demo   build the lab fleet, audit it and print each host's SIP exposure"
@@ -55,15 +55,18 @@ build: venv
 # `make test` builds once; the targets it runs then skip the build.
 BUILT := $(if $(SKIP_BUILD),,build)
 
-unit: $(BUILT)
-	cd $(INSTALLED) && $(BIN)/python -m pytest -q -p no:cacheprovider tests/unit
-
 # ansible-test bootstraps pip in its venvs from a host this machine cannot reach; an offline
 # stand-in (.ci/ansible_test_get_pip.py) goes where ansible-test looks for its cached copy.
-sanity: $(BUILT)
+ansible-test-pip: venv
 	mkdir -p $(HOME)/.ansible/test/cache
 	pip=$$(sed -n "s/^ *pip='\([0-9.]*\)',/\1/p" $(VENV)/lib/python3*/site-packages/ansible_test/_internal/python_requirements.py | head -1); \
 	  cp .ci/ansible_test_get_pip.py $(HOME)/.ansible/test/cache/get_pip_$${pip//./_}.py
+
+# Unit tests with ansible-test units (its own venv, plus tests/unit/requirements.txt).
+unit: $(BUILT) ansible-test-pip
+	cd $(INSTALLED) && $(BIN)/ansible-test units --venv --python 3.11 --requirements --color no
+
+sanity: $(BUILT) ansible-test-pip
 	cd $(INSTALLED) && $(BIN)/ansible-test sanity --python 3.11 --color no
 
 lint: $(BUILT)
