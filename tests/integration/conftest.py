@@ -37,6 +37,9 @@ def adhoc(inventory, pattern, module, args=None, extra_env=None, argv_prefix=(),
         argv += ["-a", json.dumps(args)]
     argv += list(extra_args)
     env = dict(os.environ, ANSIBLE_HOST_KEY_CHECKING="False", ANSIBLE_FORKS="25", ANSIBLE_DEPRECATION_WARNINGS="False")
+    if inventory == "localhost,":
+        # An explicit localhost goes through interpreter discovery; use this test run's Python.
+        env["ANSIBLE_PYTHON_INTERPRETER"] = sys.executable
     env.update(extra_env or {})
     proc = subprocess.run(argv, text=True, check=False, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, timeout=600)
     results = {}

@@ -96,7 +96,8 @@ def test_without_root_it_says_to_use_become():
     """Read-only, on the machine itself: the module run as 'nobody' must explain, not crash."""
     home = tempfile.mkdtemp(prefix="sipguard-nobody-")
     os.chmod(home, 0o777)
-    env = {"HOME": home, "ANSIBLE_LOCAL_TEMP": home + "/tmp", "ANSIBLE_REMOTE_TEMP": home + "/rtmp"}
+    env = {"HOME": home, "ANSIBLE_LOCAL_TEMP": home + "/tmp", "ANSIBLE_REMOTE_TEMP": home + "/rtmp",
+           "ANSIBLE_PYTHON_INTERPRETER": "/usr/bin/python3"}  # nobody cannot run a Python under /root
     inv = "localhost,"
     results = adhoc(inv, "localhost", "sipguard.firewall.ufw_info", {}, extra_env=env, extra_args=("-c", "local"),
                     argv_prefix=("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"))
