@@ -166,7 +166,12 @@ rules_after:
   type: list
   elements: dict
 deleted:
-  description: Rules removed because they admitted exactly this port.
+  description: Rules removed because they admitted exactly this port (or would make ufw skip a managed rule).
+  returned: always
+  type: list
+  elements: dict
+added:
+  description: Rules the change adds (the managed blocks and sources, and SSH guard rules when UFW is enabled).
   returned: always
   type: list
   elements: dict
@@ -294,6 +299,7 @@ def main():
         rules_before=plan.before,
         rules_after=plan.after,
         deleted=plan.deleted,
+        added=plan.added,
         verdicts=dict(before=plan.verdicts_before, after=plan.verdicts_after),
         enabled_ufw=plan.enable,
         ssh_ports=ports,
