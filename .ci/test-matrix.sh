@@ -51,7 +51,7 @@ test_pins() {  # python minor -> pip requirement list
   esac
 }
 controller_pins() {  # core minor, python minor
-  echo "ansible-core==${CORE_PIN[$1]} $(test_pins "$2") $(req jsonschema) $(req xmlschema)"
+  echo "ansible-core==${CORE_PIN[$1]} $(test_pins "$2") $(req jsonschema) $(req xmlschema) $(req ansible-runner)"
 }
 
 integration=false
