@@ -11,7 +11,7 @@ DOCUMENTATION = r"""
 ---
 module: fleet_report
 short_description: Write the fleet's SIP exposure report, track changes since the last run, and gate
-version_added: 0.1.0
+version_added: 1.0.0
 description:
   - Collects the host records of one run (written by the C(verify) role, or by the
     P(sipguard.firewall.host_record#filter) filter) into one report, compares it with the previous run's

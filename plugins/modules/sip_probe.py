@@ -11,7 +11,7 @@ DOCUMENTATION = r"""
 ---
 module: sip_probe
 short_description: Probe SIP (UDP, TCP, TLS) on many targets at once and report nmap-style port states
-version_added: 0.1.0
+version_added: 1.0.0
 description:
   - Sends a real RFC 3261 C(OPTIONS) request to every target on every port/transport and
     reports the port state with nmap's meanings and an nmap C(--reason)-like reason.

@@ -11,7 +11,7 @@ DOCUMENTATION = r"""
 ---
 module: ufw_info
 short_description: Report UFW state and the effective firewall verdict for SIP ports
-version_added: 0.1.0
+version_added: 1.0.0
 description:
   - Reads UFW's configuration and rules, the sockets listening on the requested ports, and the
     live netfilter state (C(iptables-save), C(ip6tables-save)) of the host, in one invocation.

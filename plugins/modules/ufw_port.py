@@ -11,7 +11,7 @@ DOCUMENTATION = r"""
 ---
 module: ufw_port
 short_description: Close (or restrict) a port with UFW, safely and idempotently
-version_added: 0.1.0
+version_added: 1.0.0
 description:
   - Plans the change with the same UFW model as M(sipguard.firewall.ufw_info), then applies it with
     C(ufw) commands. Blocking rules go ahead of every rule that would admit the port (ranges,

@@ -7,6 +7,8 @@ controller (198.18.0.1) and from the vantage namespace (198.18.0.250).
 
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 
 import pytest
@@ -94,13 +96,18 @@ def test_bad_input_fails_naming_the_value(exposure_lab, ports, message):
 
 def test_without_root_it_says_to_use_become():
     """Read-only, on the machine itself: the module run as 'nobody' must explain, not crash."""
+    as_nobody = ("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups")
+    usable = subprocess.run(list(as_nobody) + [sys.executable, "-c", "import ansible"], check=False,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if usable.returncode != 0:
+        pytest.skip("this controller Python cannot be run by 'nobody' (a build under /root)")
     home = tempfile.mkdtemp(prefix="sipguard-nobody-")
     os.chmod(home, 0o777)
     env = {"HOME": home, "ANSIBLE_LOCAL_TEMP": home + "/tmp", "ANSIBLE_REMOTE_TEMP": home + "/rtmp",
            "ANSIBLE_PYTHON_INTERPRETER": "/usr/bin/python3"}  # nobody cannot run a Python under /root
     inv = "localhost,"
     results = adhoc(inv, "localhost", "sipguard.firewall.ufw_info", {}, extra_env=env, extra_args=("-c", "local"),
-                    argv_prefix=("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"))
+                    argv_prefix=as_nobody)
     status, result = results["localhost"]
     assert status == "FAILED"
     shutil.rmtree(home, ignore_errors=True)
