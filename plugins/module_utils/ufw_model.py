@@ -469,6 +469,9 @@ def evaluate_port(net, family, proto, port):
             "reason": "admitted only %s: %s; everyone else: %s" % (
                 " and ".join(chosen[0].conditions()), reason2, reason),
         })
+    if result["state"] != "blocked" and not net.ufw_active:
+        result["remediation"] = ("no active UFW guards this port: install and enable UFW with the port closed "
+                                 "(the close role or ufw_port does both, keeping SSH reachable)")
     if result["state"] != "blocked" and net.ufw_active and result["via"] in ("dnat", "netfilter", "before.rules"):
         result["bypass"] = True
         if result["via"] == "dnat":

@@ -102,6 +102,7 @@ def test_no_ufw_is_a_result_not_an_error():
     assert result["ufw"]["installed"] is False
     assert result["ufw"]["rules"] == []
     assert result["exposure"][0]["ipv4"]["state"] == "open"
+    assert "install and enable UFW" in result["exposure"][0]["ipv4"]["remediation"]
 
 
 def test_missing_iptables_save_is_a_caveat_and_errs_towards_exposure():
