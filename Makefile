@@ -29,6 +29,8 @@ export PATH := $(BIN):$(PATH)
 help:
 	@echo "make demo   build the lab fleet, audit it and print each host's SIP exposure"
 	@echo "make test   build the collection and run every test against the installed copy"
+	@echo "make test-matrix  unit + integration tests on ansible-core 2.17/2.19/2.21, module code on Python 3.8-3.13"
+	@echo "make bench  side-by-side benchmark on a 40-host lab (docs/performance.md)"
 	@echo "make lab-down   remove the lab (network namespaces under sg-*)"
 
 # Debian packages (only those missing, so a warm machine does not touch apt).
@@ -98,9 +100,10 @@ ee: $(BUILT) $(TOOLS)/bin/ansible-builder
 galaxy-importer: $(BUILT) $(TOOLS)/bin/ansible-builder
 	.ci/galaxy_importer.sh $(TARBALL) $(TOOLS)/bin --strict
 
-# Unit tests on ansible-core 2.17/2.19/2.21 (controller 3.11-3.13) and module code on 3.8-3.13.
-test-matrix:
-	.ci/test-matrix.sh --jobs 2
+# Unit and integration tests on ansible-core 2.17/2.19/2.21 (controller Python 3.11-3.13), and
+# module code on target Python 3.8-3.13. Needs root (the lab); about 20 minutes.
+test-matrix: deps
+	.ci/test-matrix.sh --integration --jobs 2
 
 # Side-by-side ratios on a 40-host lab (not part of make test).
 bench: $(BUILT)
