@@ -131,13 +131,12 @@ class UfwRule(object):
 
     __slots__ = ("number", "action", "log", "route", "proto", "dport", "dst", "sport", "src",
                  "dapp", "sapp", "direction", "interface_in", "interface_out", "v6", "comment",
-                 "tuple", "chain_rules")
+                 "tuple")
 
     def __init__(self, tuple_text, v6):
         self.tuple = tuple_text
         self.v6 = v6
         self.number = None
-        self.chain_rules = 0
         comment = ""
         if " comment=" in tuple_text:
             tuple_text, hexed = tuple_text.split(" comment=", 1)
@@ -223,23 +222,13 @@ class UfwRule(object):
 
 
 def parse_user_rules(text, v6):
-    """UFW rules of user.rules / user6.rules, in file order, each with the number of
-    iptables rules it wrote into the user input chain (to line the live chain up)."""
-    rules = []
-    by_tuple = {}
-    for line in (text or "").splitlines():
-        if line.startswith("### tuple ###"):
-            tup = line[len("### tuple ###"):].strip()
-            rule = UfwRule(tup, v6)
-            rules.append(rule)
-            by_tuple[tup] = rule
+    """UFW rules of user.rules / user6.rules in file order, and the tuple of each iptables rule
+    ufw wrote into the user input chain (to line the live chain up with the UFW rules)."""
+    rules = [UfwRule(line[len("### tuple ###"):].strip(), v6)
+             for line in (text or "").splitlines() if line.startswith("### tuple ###")]
     tables = parse_iptables_save(text or "")
     chain = tables.get("filter", {}).get(USER_CHAINS[6 if v6 else 4])
-    chain_tuples = [r.tuple for r in chain.rules] if chain else []
-    for tup in chain_tuples:
-        if tup in by_tuple:
-            by_tuple[tup].chain_rules += 1
-    return rules, chain_tuples
+    return rules, [r.tuple for r in chain.rules] if chain else []
 
 
 def number_rules(rules4, rules6):

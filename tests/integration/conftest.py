@@ -15,9 +15,9 @@ WORKDIR = os.environ.get("SIPGUARD_LAB_DIR", "/var/tmp/sipguard-lab")
 BIN = os.path.dirname(sys.executable)
 
 
-def sglab(*args, check=True, capture=True):
+def sglab(*args, check=True):
     proc = subprocess.run([sys.executable, SGLAB, "--workdir", WORKDIR] + list(args), text=True, check=False,
-                          stdout=subprocess.PIPE if capture else None, stderr=subprocess.PIPE if capture else None,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           timeout=600)
     if check and proc.returncode != 0:
         raise AssertionError("sglab %s failed: %s" % (" ".join(args), proc.stderr))

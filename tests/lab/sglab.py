@@ -81,14 +81,13 @@ def log(msg):
     print("sglab: %s" % msg, file=sys.stderr, flush=True)
 
 
-def run(argv, check=True, capture=True, timeout=60, input_text=None):
+def run(argv, check=True, timeout=60):
     """Run an argument list (never a shell string)."""
     proc = subprocess.run(
         argv,
         check=False,
-        input=input_text,
-        stdout=subprocess.PIPE if capture else None,
-        stderr=subprocess.PIPE if capture else None,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
         timeout=timeout,
     )
