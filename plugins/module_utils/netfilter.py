@@ -167,7 +167,8 @@ def parse_iptables_save(text):
             chain.policy = policy
             continue
         try:
-            args = shlex.split(line)
+            # Only quoted arguments (comments, log prefixes) need shlex, which is slow.
+            args = shlex.split(line) if ('"' in line or "'" in line or "\\" in line) else line.split()
         except ValueError as exc:
             raise NetfilterParseError("line %d: %s" % (lineno, exc))
         if len(args) < 2 or args[0] not in ("-A", "-I", "--append", "--insert"):

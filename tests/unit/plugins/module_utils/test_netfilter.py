@@ -1,5 +1,7 @@
 """The iptables-save parser and the packet walker, on recorded lab outputs."""
 
+import shlex
+
 import pytest
 
 from ansible_collections.sipguard.firewall.plugins.module_utils import netfilter
@@ -18,6 +20,15 @@ def test_every_recorded_rule_set_parses(host, what):
     for chain in tables.get("filter", {}).values():
         for rule in chain.rules:
             assert rule.target or rule.matches  # nothing silently dropped
+    # The fast path (str.split for lines without quotes) must split exactly as shlex does.
+    raw_lines = text.splitlines()
+    rules = [r for chains in tables.values() for chain in chains.values() for r in chain.rules]
+    assert len(rules) == len([x for x in raw_lines if x.strip().startswith(("-A ", "-I "))])
+    for rule in rules:
+        expected = shlex.split(raw_lines[rule.line - 1].strip())[2:]
+        if expected and raw_lines[rule.line - 1].strip().startswith("-I ") and expected[0].isdigit():
+            expected = expected[1:]
+        assert rule.args == expected
 
 
 def test_live_rules_keep_order_negation_and_quoted_arguments():
