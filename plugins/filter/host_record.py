@@ -41,7 +41,7 @@ def _probe_results(probes):
                              % type(probes).__name__)
 
 
-def host_record(info, host, probes=None, allow_restricted=True, error=None, checked_at=None):
+def host_record(info, host, probes=None, allow_restricted=True, error=None, checked_at=None, addresses=None):
     """ufw_info's registered result (+ sip_probe results) -> the host record."""
     if info is not None and not isinstance(info, Mapping):
         raise AnsibleFilterError("host_record: the input must be ufw_info's registered result, got %s"
@@ -53,7 +53,14 @@ def host_record(info, host, probes=None, allow_restricted=True, error=None, chec
     else:
         unreachable = False
     try:
-        return build_host_record(host, dict(info) if info is not None else None, _probe_results(probes),
+        probe_results = _probe_results(probes)
+        if addresses is not None:
+            if isinstance(addresses, str) or not isinstance(addresses, (list, tuple)):
+                raise AnsibleFilterError("host_record: addresses must be a list of this host's addresses, got %s"
+                                         % type(addresses).__name__)
+            wanted = set(addresses)
+            probe_results = [p for p in probe_results if p.get("target") in wanted or p.get("address") in wanted]
+        return build_host_record(host, dict(info) if info is not None else None, probe_results,
                                  error=error, unreachable=unreachable, allow_restricted=bool(allow_restricted),
                                  checked_at=checked_at)
     except HostRecordError as exc:

@@ -47,8 +47,13 @@ def _exposure_items(info):
 
 
 def _probe_items(probes):
-    items = []
+    """The probes as the record keeps them. A target (address, port, transport) probed more than
+    once -- before and again after a change -- counts with its last result."""
+    last = {}
     for probe in probes or []:
+        last[(probe.get("address"), probe.get("port"), probe.get("transport"))] = probe
+    items = []
+    for probe in last.values():
         sip = probe.get("sip") or {}
         items.append({
             "address": probe.get("address"),

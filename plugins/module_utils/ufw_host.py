@@ -12,16 +12,23 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import errno
+import fcntl
 import json
 import os
 import shutil
 import subprocess
+import tempfile
 import time
 
 from ansible_collections.sipguard.firewall.plugins.module_utils.ufw_model import APPLICATIONS_DIR, COMMANDS, FILES
 
 BACKUP_ROOT = "/var/lib/sipguard/rollback"
 BACKED_UP = ("/etc/ufw/user.rules", "/etc/ufw/user6.rules", "/etc/ufw/ufw.conf")
+USER_RULES = {4: "/etc/ufw/user.rules", 6: "/etc/ufw/user6.rules"}
+RESTORE = {4: "iptables-restore", 6: "ip6tables-restore"}
+# The lock every ufw command takes (ufw/util.py create_lock) for as long as it runs.
+UFW_LOCK = "/run/ufw.lock"
 
 
 def _read(path):
@@ -32,10 +39,18 @@ def _read(path):
         return None
 
 
-def gather(module):
-    """Everything the UFW model needs, read in one module run."""
+def gather(module, commands=None, previous=None):
+    """Everything the UFW model needs, read in one module run.
+
+    With ``commands`` (keys of COMMANDS) only those are run again and the other outputs come
+    from ``previous``: after a firewall change only netfilter and the files differ.
+    """
     raw = {"ufw_binary": module.get_bin_path("ufw"), "commands": {}, "files": {}, "applications": {}}
+    if previous is not None:
+        raw["commands"] = dict(previous["commands"])
     for key, argv in COMMANDS.items():
+        if commands is not None and key not in commands:
+            continue
         binary = module.get_bin_path(argv[0])
         if binary is None:
             raw["commands"][key] = {"rc": None, "out": "", "err": "%s not found" % argv[0]}
@@ -122,6 +137,88 @@ def apply_commands(module, ufw_binary, commands, directory):
                 " ".join(argv), rc, (err or out).strip()))
         done.append(argv)
     return done
+
+
+class UfwLock(object):
+    """Hold ufw's own lock, so that no ufw command runs while the files and chains change."""
+
+    def __init__(self, path=UFW_LOCK, timeout=60.0):
+        self.path = path
+        self.timeout = timeout
+        self.fh = None
+
+    def __enter__(self):
+        self.fh = open(self.path, "a")
+        deadline = time.time() + self.timeout
+        while True:
+            try:
+                fcntl.lockf(self.fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return self
+            except (IOError, OSError) as exc:
+                if exc.errno not in (errno.EACCES, errno.EAGAIN) or time.time() >= deadline:
+                    self.fh.close()
+                    raise ApplyError("could not take ufw's lock %s within %ds (is another ufw command hanging?): %s"
+                                     % (self.path, self.timeout, exc))
+                time.sleep(0.05)
+
+    def __exit__(self, *exc_info):
+        self.fh.close()  # closing the file releases the lock
+        return False
+
+
+def _write_atomically(path, text):
+    """Replace ``path`` by a file with ``text``, keeping its mode and owner (rename in place)."""
+    st = os.stat(path)
+    fd, tmp = tempfile.mkstemp(prefix=".%s.sipguard-" % os.path.basename(path), dir=os.path.dirname(path))
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, st.st_mode & 0o7777)
+        os.chown(tmp, st.st_uid, st.st_gid)
+        os.rename(tmp, path)
+    except BaseException:
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def apply_files(module, ufw_binary, files, reload_families, enable, directory):
+    """Make the change the way ufw makes a rule change, in one step per family.
+
+    ``files`` is ``{family: new user rules text}``. Under ufw's lock, each file is replaced
+    atomically; then, when UFW is active, each family in ``reload_families`` loads its file
+    with ``iptables-restore -n`` -- what ufw's ``_reload_user_rules`` runs after every rule
+    change, but as one transaction (the user chains are flushed and refilled atomically).
+    An inactive UFW is then enabled with ``ufw --force enable``. On any failure the backup
+    in ``directory`` is restored and ApplyError is raised.
+    """
+    try:
+        with UfwLock():
+            for family in sorted(files):
+                _write_atomically(USER_RULES[family], files[family])
+            for family in sorted(reload_families):
+                binary = module.get_bin_path(RESTORE[family], opt_dirs=["/usr/sbin", "/sbin"])
+                if binary is None:
+                    raise ApplyError("%s not found" % RESTORE[family])
+                rc, out, err = module.run_command([binary, "-n"], data=files[family], binary_data=True,
+                                                  environ_update={"LC_ALL": "C"})
+                if rc != 0:
+                    raise ApplyError("'%s -n %s' failed (rc=%d): %s" % (RESTORE[family], USER_RULES[family], rc,
+                                                                       (err or out).strip()))
+        if enable:
+            rc, out, err = module.run_command([ufw_binary, "--force", "enable"], environ_update={"LC_ALL": "C"})
+            if rc != 0:
+                raise ApplyError("'ufw --force enable' failed (rc=%d): %s" % (rc, (err or out).strip()))
+    except (ApplyError, IOError, OSError) as exc:
+        restore(directory, ufw_binary, module.run_command)
+        raise ApplyError("%s; the rules were restored as they were" % exc)
+    return ["write %s" % USER_RULES[f] for f in sorted(files)] + \
+        ["%s -n %s" % (RESTORE[f], USER_RULES[f]) for f in sorted(reload_families)] + \
+        (["ufw --force enable"] if enable else [])
 
 
 def _subprocess_run(argv):

@@ -219,6 +219,54 @@ def _rules_text(rules):
     return "\n".join(out) + ("\n" if out else "")
 
 
+# The RULES section of user.rules / user6.rules as ufw's backend_iptables._write_rules writes it:
+# "### RULES ###\n", then per rule "\n### tuple ### TUPLE\n" and its iptables lines, then
+# "\n### END RULES ###\n". Everything outside that section is kept byte for byte.
+_RULES_HEAD = "### RULES ###\n"
+_RULES_FOOT = "\n### END RULES ###\n"
+_TUPLE_SEP = "\n### tuple ### "
+
+
+def user_rules_blocks(text):
+    """``(head, [(tuple, block)], tail)`` of a user.rules file in ufw's layout, else None."""
+    start = (text or "").find(_RULES_HEAD)
+    if start < 0 or (start and text[start - 1] != "\n"):
+        return None
+    body = start + len(_RULES_HEAD)
+    end = text.find(_RULES_FOOT, body)
+    if end < 0:
+        return None
+    parts = text[body:end].split(_TUPLE_SEP)
+    if parts[0]:
+        return None  # something between "### RULES ###" and the first tuple: not ufw's own writing
+    blocks = [(part.split("\n", 1)[0].strip(), _TUPLE_SEP + part) for part in parts[1:]]
+    if len(set(t for t, _b in blocks)) != len(blocks) or any(not b.endswith("\n") for _t, b in blocks):
+        return None
+    return text[:body], blocks, text[end:]
+
+
+def render_user_rules(text, rules, new_lines):
+    """user.rules with ``rules`` (UfwRule, in order) as its RULES section, the way ufw writes it.
+
+    Rules already in the file keep their block byte for byte; rules in ``new_lines`` get their
+    tuple line and iptables lines. None when the file is not in ufw's layout.
+    """
+    split = user_rules_blocks(text)
+    if split is None:
+        return None
+    head, blocks, tail = split
+    known = dict(blocks)
+    out = []
+    for rule in rules:
+        if rule.tuple in new_lines:
+            out.append(_TUPLE_SEP + rule.tuple + "\n" + "".join(line + "\n" for line in new_lines[rule.tuple]))
+        elif rule.tuple in known:
+            out.append(known[rule.tuple])
+        else:
+            return None
+    return head + "".join(out) + tail
+
+
 def render_rules(rules):
     """A rule list the way ``ufw status numbered`` prints it (for diff mode)."""
     return _rules_text([r.to_dict() if isinstance(r, UfwRule) else r for r in rules])
@@ -319,6 +367,9 @@ class Plan(object):
         self.enable = False
         self.deleted = []
         self.added = []
+        # {4: text, 6: text} the user rules files get (only those that change), or None when a
+        # file is not in ufw's layout and only the ufw command line can make the change.
+        self.files = {}
 
     @property
     def changed(self):
@@ -426,6 +477,13 @@ def plan_close(host, targets, state="closed", allow_from=None, method="deny", fa
                         extra_lines[tup] = guard.iptables_lines(fam)
         plan.commands.append(["--force", "enable"])
         plan.enable = True
+    for fam in (4, 6):
+        text = render_user_rules(host.user_text[fam], lists[fam], extra_lines)
+        if text is None or [r.tuple for r in parse_user_rules(text, fam == 6)[0]] != [r.tuple for r in lists[fam]]:
+            plan.files = None
+            break
+        if text != host.user_text[fam]:
+            plan.files[fam] = text
     numbered = number_rules(lists[4], lists[6])
     plan.after = [r.to_dict() for r in numbered]
     plan.added = [r.to_dict() for r in numbered if r.tuple in extra_lines]

@@ -155,3 +155,72 @@ def test_parse_targets(ports, expected):
 def test_parse_targets_errors(ports, message):
     with pytest.raises(ufw_plan.PlanError, match=message):
         ufw_plan.parse_targets(ports)
+
+
+# --------------------------------------------------------------------------- apply=files
+
+def _blocks(text):
+    head, blocks, tail = ufw_plan.user_rules_blocks(text)
+    return head, dict(blocks), [t for t, _b in blocks], tail
+
+
+@pytest.mark.parametrize("name", CLOSABLE)
+def test_the_planned_files_hold_the_planned_rules_and_keep_the_rest_byte_for_byte(name):
+    state = host(name)
+    plan = ufw_plan.plan_close(state, SIP, ssh_ports=[22])
+    assert plan.files, "every closable lab host's files are in ufw's layout"
+    texts = dict((fam, plan.files.get(fam, state.user_text[fam])) for fam in (4, 6))
+    # read back as ufw would: the numbered rule list is the one the plan predicts
+    rules = ufw_plan.number_rules(ufw_plan.parse_user_rules(texts[4], False)[0],
+                                  ufw_plan.parse_user_rules(texts[6], True)[0])
+    assert [r.to_dict() for r in rules] == plan.after
+    added = set(r.tuple for r in rules if r.to_dict() in plan.added)
+    for fam in (4, 6):
+        old_head, old_blocks, _order, old_tail = _blocks(state.user_text[fam])
+        new_head, new_blocks, new_order, new_tail = _blocks(texts[fam])
+        assert (new_head, new_tail) == (old_head, old_tail)
+        for tup in new_order:
+            if tup not in added:
+                assert new_blocks[tup] == old_blocks[tup]  # a kept rule is copied, not re-rendered
+    assert 4 in plan.files
+
+
+def _recorded_blocks():
+    """Every rule ufw wrote in the lab that a managed rule can take the form of."""
+    for name in lab.hosts():
+        for what, fam in (("user_rules", 4), ("user6_rules", 6)):
+            text = lab.read(name, what)
+            if not text:
+                continue
+            for tup, block in ufw_plan.user_rules_blocks(text)[1]:
+                fields = tup.split(" comment=")[0].split()
+                if len(fields) != 7 or fields[0] not in ufw_plan.METHODS + ("allow",) or fields[6] != "in" \
+                        or not fields[2].isdigit() or fields[4] != "any" or fields[3] != ufw_plan.ANY[fam]:
+                    continue
+                yield name, fam, fields, block
+
+
+def test_managed_rules_are_rendered_as_ufw_wrote_them_in_the_lab():
+    seen = set()
+    for name, fam, fields, block in _recorded_blocks():
+        action, proto, port, _dst, _sport, src = fields[:6]
+        src = None if src == ufw_plan.ANY[fam] else src
+        wanted = ufw_plan.Wanted(action, proto, int(port), src, fam, "x")
+        recorded = [line for line in block.split("\n")[2:] if line]
+        assert wanted.iptables_lines(fam) == recorded, (name, fields)
+        seen.add((action, proto, bool(src)))
+    # the recorded lab covers the forms the planner writes
+    assert {("deny", "udp", False), ("deny", "any", False), ("reject", "any", False),
+            ("allow", "udp", True), ("deny", "udp", True)} <= seen
+
+
+@pytest.mark.parametrize("edit", [
+    lambda t: t.replace("### RULES ###\n", "### RULES ###\n-A ufw-user-input -p udp --dport 9 -j DROP\n"),
+    lambda t: t.replace("### END RULES ###", "### END OF RULES ###"),
+    lambda t: t.replace("### RULES ###\n", ""),
+])
+def test_a_hand_edited_rules_file_is_left_to_the_ufw_command_line(edit):
+    state = host("allow-proto")
+    state.user_text[4] = edit(state.user_text[4])
+    plan = ufw_plan.plan_close(state, SIP, ssh_ports=[22])
+    assert plan.files is None and plan.commands
