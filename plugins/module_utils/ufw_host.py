@@ -207,8 +207,8 @@ def apply_files(module, ufw_binary, files, reload_families, enable, directory):
                 rc, out, err = module.run_command([binary, "-n"], data=files[family], binary_data=True,
                                                   environ_update={"LC_ALL": "C"})
                 if rc != 0:
-                    raise ApplyError("'%s -n %s' failed (rc=%d): %s" % (RESTORE[family], USER_RULES[family], rc,
-                                                                       (err or out).strip()))
+                    raise ApplyError("'%s -n %s' failed (rc=%d): %s"
+                                     % (RESTORE[family], USER_RULES[family], rc, (err or out).strip()))
         if enable:
             rc, out, err = module.run_command([ufw_binary, "--force", "enable"], environ_update={"LC_ALL": "C"})
             if rc != 0:

@@ -102,10 +102,10 @@ options:
       - How the planned change is made.
       - C(files) writes C(/etc/ufw/user.rules) and C(user6.rules) in ufw's own layout (rules the change
         keeps are copied byte for byte) under ufw's lock, then loads each changed file with one
-        C(iptables-restore -n) / C(ip6tables-restore -n): what ufw itself runs after every rule change,
-        but once for the whole change and as one transaction. An inactive UFW is then enabled with
+        C(iptables-restore -n) / C(ip6tables-restore -n), which is what ufw itself runs after every rule
+        change, but once for the whole change and as one transaction. An inactive UFW is then enabled with
         C(ufw --force enable).
-      - C(ufw) runs the C(ufw) command line once per rule change (RV(commands)): slower, since every
+      - C(ufw) runs the C(ufw) command line once per rule change (RV(commands)). This is slower, since every
         call starts ufw and reloads the user chains (flushing them first, so not atomically).
       - C(auto) uses C(files) unless a rules file is not in ufw's layout (for example edited by hand),
         then C(ufw).
