@@ -25,6 +25,8 @@ from ansible_collections.sipguard.firewall.plugins.module_utils.ufw_model import
 
 BACKUP_ROOT = "/var/lib/sipguard/rollback"
 BACKED_UP = ("/etc/ufw/user.rules", "/etc/ufw/user6.rules", "/etc/ufw/ufw.conf")
+# The route table of a family is read only when that family's netfilter has a DNAT.
+ROUTES_FOR = {"ip_route": "iptables_save", "ip6_route": "ip6tables_save"}
 USER_RULES = {4: "/etc/ufw/user.rules", 6: "/etc/ufw/user6.rules"}
 RESTORE = {4: "iptables-restore", 6: "ip6tables-restore"}
 # The lock every ufw command takes (ufw/util.py create_lock) for as long as it runs.
@@ -50,6 +52,10 @@ def gather(module, commands=None, previous=None):
         raw["commands"] = dict(previous["commands"])
     for key, argv in COMMANDS.items():
         if commands is not None and key not in commands:
+            continue
+        if key in ROUTES_FOR and "DNAT" not in (raw["commands"].get(ROUTES_FOR[key]) or {}).get("out", "DNAT"):
+            # Routes only matter for a DNAT to another address (Docker-style forwarding).
+            raw["commands"][key] = {"rc": 0, "out": "", "err": "not read: no DNAT in netfilter"}
             continue
         binary = module.get_bin_path(argv[0])
         if binary is None:

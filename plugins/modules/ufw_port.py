@@ -234,6 +234,7 @@ info:
   description:
     - The host as M(sipguard.firewall.ufw_info) reports it for these ports, read after the change (before it in
       check mode or when nothing changed), so that a verify step needs no second module run.
+    - Null when applying failed (the previous rules were restored; inspect the host again).
   returned: always
   type: dict
   sample: {"exposed": false, "exposure": [], "listeners": [], "ufw": {}, "caveats": []}
@@ -347,10 +348,11 @@ def main():
         ssh_ports=ports,
         rollback=dict(id=p["rollback_id"], armed=None, deadline=None),
         diff=dict(before=render_rules(plan.before), after=render_rules(plan.after)),
+        info=None,  # read below: once, after the change when there is one
     )
     specs = [PortSpec(port, p) for port, proto in targets for p in (("udp", "tcp") if proto == "any" else (proto,))]
-    result["info"] = inspect_host(raw, specs)
     if not plan.changed or module.check_mode:
+        result["info"] = inspect_host(raw, specs)
         module.exit_json(**result)
 
     ufw = raw["ufw_binary"]
