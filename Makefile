@@ -71,14 +71,18 @@ unit: $(BUILT) ansible-test-pip
 sanity: $(BUILT) ansible-test-pip
 	cd $(INSTALLED) && $(BIN)/ansible-test sanity --python 3.11 --color no
 
+# ansible-lint and molecule get their own ANSIBLE_HOME: a copy of this collection left in
+# ~/.ansible/collections (by any earlier tool) would otherwise shadow the build they must check.
+ISOLATED := ANSIBLE_HOME=$(BUILD)/ansible-home
+
 lint: $(BUILT)
-	cd $(CURDIR) && $(BIN)/ansible-lint --profile production --offline
+	cd $(CURDIR) && $(ISOLATED) $(BIN)/ansible-lint --profile production --offline
 
 integration: $(BUILT)
 	cd $(INSTALLED) && $(BIN)/python -m pytest -q -p no:cacheprovider tests/integration
 
 molecule: $(BUILT)
-	cd $(CURDIR) && ANSIBLE_FORCE_COLOR=0 PY_COLORS=0 $(BIN)/molecule test --all
+	cd $(CURDIR) && $(ISOLATED) ANSIBLE_FORCE_COLOR=0 PY_COLORS=0 $(BIN)/molecule test --all
 
 test: build
 	$(MAKE) --no-print-directory unit sanity lint galaxy-importer ee integration molecule SKIP_BUILD=1

@@ -234,7 +234,8 @@ info:
   description:
     - The host as M(sipguard.firewall.ufw_info) reports it for these ports, read after the change (before it in
       check mode or when nothing changed), so that a verify step needs no second module run.
-    - Null when applying failed (the previous rules were restored; inspect the host again).
+    - Also returned when the module refuses a change (nothing was changed) or applying failed (read again
+      after the previous rules were restored); null only when the host's state could not be read.
   returned: always
   type: dict
   sample: {"exposed": false, "exposure": [], "listeners": [], "ufw": {}, "caveats": []}
@@ -287,6 +288,14 @@ def _states(verdicts):
     return dict((k, v["state"]) for k, v in verdicts.items())
 
 
+def _inspect(raw, specs):
+    """ufw_info's view of ``raw``, or None when it cannot be read (the failure says why)."""
+    try:
+        return inspect_host(raw, specs)
+    except (UfwModelError, NetfilterParseError):
+        return None
+
+
 def main():
     module = AnsibleModule(
         argument_spec=dict(
@@ -321,12 +330,14 @@ def main():
 
     raw = gather(module)
     ports = ssh_ports(module)
+    specs = [PortSpec(port, p) for port, proto in targets for p in (("udp", "tcp") if proto == "any" else (proto,))]
     try:
         host = HostState(raw)
         plan = plan_close(host, targets, p["state"], p["allow_from"], p["method"], p["families"],
                           p["enable_ufw"], ports, p["lockout_guard"])
     except (PlanError, UfwModelError, NetfilterParseError) as exc:
-        module.fail_json(msg=str(exc), ssh_ports=ports)
+        # Nothing was changed: the host as it is (with ufw_info's remediation) goes back with the refusal.
+        module.fail_json(msg=str(exc), ssh_ports=ports, info=_inspect(raw, specs))
 
     applied_with = None
     if plan.changed:
@@ -334,7 +345,7 @@ def main():
         if applied_with == "files" and plan.files is None:
             module.fail_json(msg="apply=files: /etc/ufw/user.rules or user6.rules is not in the layout ufw writes "
                                  "(edited by hand?), so it cannot be rewritten safely; use apply=ufw or auto",
-                             commands=plan.commands)
+                             commands=plan.commands, info=_inspect(raw, specs))
     result = dict(
         changed=plan.changed,
         applied_with=applied_with,
@@ -350,7 +361,6 @@ def main():
         diff=dict(before=render_rules(plan.before), after=render_rules(plan.after)),
         info=None,  # read below: once, after the change when there is one
     )
-    specs = [PortSpec(port, p) for port, proto in targets for p in (("udp", "tcp") if proto == "any" else (proto,))]
     if not plan.changed or module.check_mode:
         result["info"] = inspect_host(raw, specs)
         module.exit_json(**result)
@@ -371,6 +381,7 @@ def main():
                            p["enable_ufw"], ports, p["lockout_guard"])
         if check.changed or _states(check.verdicts_before) != _states(plan.verdicts_after):
             restore(directory, ufw, module.run_command)
+            result["info"] = _inspect(gather(module), specs)
             module.fail_json(msg="after applying, the host does not match the plan (still to do: %s; verdicts %s); "
                                  "the previous rules were restored" % (check.commands,
                                                                        _states(check.verdicts_before)), **result)
@@ -378,6 +389,7 @@ def main():
         result["info"] = inspect_host(raw_after, specs)
         result["diff"]["after"] = render_rules(check.before)
     except (ApplyError, PlanError, UfwModelError, NetfilterParseError, OSError) as exc:
+        result["info"] = _inspect(gather(module), specs)  # the rules as they are after the restore
         module.fail_json(msg=str(exc), **result)
     if p["rollback_after"] > 0:
         result["rollback"] = dict(id=group, armed=arm_rollback(directory, p["rollback_after"], ufw),

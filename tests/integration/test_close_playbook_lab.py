@@ -8,9 +8,10 @@ import tempfile
 
 import pytest
 
-from conftest import BIN, adhoc, lab_up
+from conftest import BIN, HERE, adhoc, lab_up
 
 PORTS = ["5060/udp", "5060/tcp", "5061/tcp"]
+PLAYBOOK = os.path.join(HERE, "playbooks", "close_and_save.yml")
 ADMITTED = ("open",)  # a silent UDP port reads open|filtered (nmap's meaning)
 
 
@@ -26,25 +27,27 @@ def lab():
 
 
 def close_run(lab, report_dir):
-    argv = [os.path.join(BIN, "ansible-playbook"), "-i", lab["inventory"], "sipguard.firewall.close",
-            "-e", json.dumps({"sipguard_report_dir": report_dir})]
-    env = dict(os.environ, ANSIBLE_HOST_KEY_CHECKING="False", ANSIBLE_DEPRECATION_WARNINGS="False",
-               ANSIBLE_STDOUT_CALLBACK="ansible.builtin.json")
-    proc = subprocess.run(argv, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, timeout=600,
+    """Run the close playbook; return {host: what it registered} and the report."""
+    out = tempfile.mkdtemp(prefix="sipguard-closepb-out-")
+    argv = [os.path.join(BIN, "ansible-playbook"), "-i", lab["inventory"], PLAYBOOK,
+            "-e", json.dumps({"sipguard_report_dir": report_dir, "sipguard_test_out": out})]
+    env = dict(os.environ, ANSIBLE_HOST_KEY_CHECKING="False", ANSIBLE_DEPRECATION_WARNINGS="False")
+    proc = subprocess.run(argv, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, timeout=600,
                           check=False)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
-    tasks = {}
-    for task in json.loads(proc.stdout)["plays"][0]["tasks"]:
-        tasks.setdefault(task["task"]["name"], []).append(task["hosts"])
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    saved = {}
+    for name in lab["hosts"]:
+        with open(os.path.join(out, name + ".json")) as fh:
+            saved[name] = json.load(fh)
     with open(os.path.join(report_dir, "report.json")) as fh:
-        return tasks, json.load(fh)
+        return saved, json.load(fh)
 
 
-def probe_jobs(tasks):
-    """The probe results of each job the verify step collected, in order (early probe first)."""
-    (hosts,) = tasks["Collect the probe results"]
-    (result,) = [r for r in hosts.values() if "results" in r]
-    return [item["results"] for item in result["results"]]
+def probe_jobs(saved):
+    """The probe results of each job the record step collected, in order (early probe first)."""
+    jobs = [[item["results"] for item in s["probes"]["results"]] for s in saved.values()]
+    assert all(j == jobs[0] for j in jobs)  # collected once, registered on every host
+    return jobs[0]
 
 
 def addresses(lab, names):
@@ -53,11 +56,11 @@ def addresses(lab, names):
 
 def test_changed_hosts_are_probed_again_and_their_records_show_the_change(lab):
     report_dir = tempfile.mkdtemp(prefix="sipguard-closepb-")
-    tasks, report = close_run(lab, report_dir)
-    changed = sorted(h for h, r in tasks["Close the SIP ports (one plan for all of them)"][0].items() if r.get("changed"))
+    saved, report = close_run(lab, report_dir)
+    changed = sorted(h for h, s in saved.items() if s["changed"])
     assert "r-open" in changed and "r-steady" not in changed
 
-    early, again = probe_jobs(tasks)
+    early, again = probe_jobs(saved)
     assert set(r["target"] for r in early) == addresses(lab, lab["hosts"])
     assert set(r["target"] for r in again) == addresses(lab, changed)
     # Before the change the open host answered; its record must hold the probe from after it.
@@ -71,10 +74,9 @@ def test_changed_hosts_are_probed_again_and_their_records_show_the_change(lab):
 def test_an_idempotent_run_probes_once(lab):
     report_dir = tempfile.mkdtemp(prefix="sipguard-closepb-")
     close_run(lab, report_dir)  # whatever the first test left, this run closes it
-    tasks, report = close_run(lab, report_dir)
-    assert not [h for h, r in tasks["Close the SIP ports (one plan for all of them)"][0].items() if r.get("changed")]
-    (start,) = tasks["Start probing the play's hosts, once, from the probe host"]
-    assert all(r.get("skipped") for r in start.values())
-    (only,) = probe_jobs(tasks)
+    saved, report = close_run(lab, report_dir)
+    assert not [h for h, s in saved.items() if s["changed"]]
+    assert all(s["reprobe"].get("skipped") for s in saved.values())  # nobody was probed again
+    (only,) = probe_jobs(saved)
     assert set(r["target"] for r in only) == addresses(lab, lab["hosts"])
     assert all(record["compliant"] for record in report["hosts"].values())
