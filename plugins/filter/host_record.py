@@ -17,22 +17,27 @@ from ansible.errors import AnsibleFilterError
 from ansible_collections.sipguard.firewall.plugins.module_utils.host_record import HostRecordError, build_host_record
 
 
-def _probe_results(probes):
-    """sip_probe's registered result, its ``results`` list, or a list of such results/lists."""
+def _probe_results(probes, wanted=None):
+    """sip_probe's registered result, its ``results`` list, or a list of such results/lists.
+
+    With ``wanted`` (addresses), only the probes aimed at them are kept; they are picked before
+    being copied, so a fleet's batched result costs each host only its own probes.
+    """
     if probes is None:
         return []
     if isinstance(probes, Mapping):
         if "results" not in probes:
             raise AnsibleFilterError("host_record: probes is a dict without 'results'; pass sip_probe's "
                                      "registered result or its results list")
-        return _probe_results(probes["results"])
+        return _probe_results(probes["results"], wanted)
     if isinstance(probes, (list, tuple)):
         flat = []
         for index, item in enumerate(probes):
             if isinstance(item, Mapping) and "results" in item and "state" not in item:
-                flat.extend(_probe_results(item["results"]))
+                flat.extend(_probe_results(item["results"], wanted))
             elif isinstance(item, Mapping):
-                flat.append(dict(item))
+                if wanted is None or item.get("target") in wanted or item.get("address") in wanted:
+                    flat.append(dict(item))
             else:
                 raise AnsibleFilterError("host_record: probes[%d] is a %s, expected a sip_probe result"
                                          % (index, type(item).__name__))
@@ -53,13 +58,13 @@ def host_record(info, host, probes=None, allow_restricted=True, error=None, chec
     else:
         unreachable = False
     try:
-        probe_results = _probe_results(probes)
+        wanted = None
         if addresses is not None:
             if isinstance(addresses, str) or not isinstance(addresses, (list, tuple)):
                 raise AnsibleFilterError("host_record: addresses must be a list of this host's addresses, got %s"
                                          % type(addresses).__name__)
             wanted = set(addresses)
-            probe_results = [p for p in probe_results if p.get("target") in wanted or p.get("address") in wanted]
+        probe_results = _probe_results(probes, wanted)
         return build_host_record(host, dict(info) if info is not None else None, probe_results,
                                  error=error, unreachable=unreachable, allow_restricted=bool(allow_restricted),
                                  checked_at=checked_at)

@@ -64,3 +64,29 @@ def test_filter_errors_say_what_to_fix(call, message):
     with pytest.raises(AnsibleFilterError) as err:
         call()
     assert str(err.value) == message
+
+
+def test_addresses_pick_this_hosts_probes_from_the_fleets_batched_result():
+    records = F.load_records()
+    mine, other = records["deny"], records["allow-any-proto"]
+    fleet = F._probes(other) + F._probes(mine)
+    addresses = sorted(set(p["address"] for p in F._probes(mine)))
+    assert addresses and not set(addresses) & set(p["address"] for p in F._probes(other))
+    built = FILTERS["host_record"](F._info(mine), "deny", probes={"results": [{"results": fleet}]},
+                                   addresses=addresses, checked_at=mine["checked_at"])
+    built["ufw"] = mine["ufw"]
+    assert built == mine
+    with pytest.raises(AnsibleFilterError, match="addresses must be a list"):
+        FILTERS["host_record"](F._info(mine), "deny", probes=fleet, addresses=addresses[0])
+
+
+def test_a_target_probed_again_after_a_change_counts_with_its_last_result():
+    record = F.load_records()["deny"]
+    after = F._probes(record)
+    before = [dict(p, state="open", reason="sip-response") for p in after]
+    assert not FILTERS["host_record"](F._info(record), "deny", probes=[{"results": after}, {"results": before}],
+                                      )["compliant"]  # the open probe came last
+    built = FILTERS["host_record"](F._info(record), "deny", probes=[{"results": before}, {"results": after}],
+                                   checked_at=record["checked_at"])
+    built["ufw"] = record["ufw"]
+    assert built == record and len(built["probes"]) == len(after)
