@@ -232,8 +232,8 @@ ssh_ports:
   sample: [22]
 info:
   description:
-    - The host as M(sipguard.firewall.ufw_info) reports it for these ports, read after the change (before it in
-      check mode or when nothing changed), so that a verify step needs no second module run.
+    - The host as M(sipguard.firewall.ufw_info) reports it for these ports (without C(ufw.app_profiles)), read after
+      the change (before it in check mode or when nothing changed), so that a verify step needs no second module run.
     - Also returned when the module refuses a change (nothing was changed) or applying failed (read again
       after the previous rules were restored); null only when the host's state could not be read.
   returned: always
@@ -289,11 +289,14 @@ def _states(verdicts):
 
 
 def _inspect(raw, specs):
-    """ufw_info's view of ``raw``, or None when it cannot be read (the failure says why)."""
+    """ufw_info's view of ``raw`` without the catalogue of application profiles (the verdicts
+    already name the profile that decided), or None when it cannot be read (the failure says why)."""
     try:
-        return inspect_host(raw, specs)
+        info = inspect_host(raw, specs)
     except (UfwModelError, NetfilterParseError):
         return None
+    info["ufw"].pop("app_profiles", None)
+    return info
 
 
 def main():
@@ -362,7 +365,7 @@ def main():
         info=None,  # read below: once, after the change when there is one
     )
     if not plan.changed or module.check_mode:
-        result["info"] = inspect_host(raw, specs)
+        result["info"] = _inspect(raw, specs)
         module.exit_json(**result)
 
     ufw = raw["ufw_binary"]
@@ -386,7 +389,7 @@ def main():
                                  "the previous rules were restored" % (check.commands,
                                                                        _states(check.verdicts_before)), **result)
         result["rules_after"] = check.before
-        result["info"] = inspect_host(raw_after, specs)
+        result["info"] = _inspect(raw_after, specs)
         result["diff"]["after"] = render_rules(check.before)
     except (ApplyError, PlanError, UfwModelError, NetfilterParseError, OSError) as exc:
         result["info"] = _inspect(gather(module), specs)  # the rules as they are after the restore

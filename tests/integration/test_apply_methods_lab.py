@@ -70,5 +70,10 @@ def test_both_methods_report_the_same_change(both):
             assert (cli["applied_with"], files["applied_with"]) == ("ufw", "files")
             for key in ("commands", "rules_after", "deleted", "added", "verdicts", "enabled_ufw"):
                 assert files[key] == cli[key], "%s: %s differs" % (host, key)
+            assert "app_profiles" not in files["info"]["ufw"] and files["info"]["exposed"] is False
         elif file_status == "FAILED":  # refused before any change (a bypass UFW cannot fix)
             assert files["msg"] == cli["msg"]
+            # the refusal carries the host as it is, with what to do about it, for the record
+            remedies = [v["remediation"] for e in files["info"]["exposure"] for v in (e["ipv4"], e["ipv6"])
+                        if v.get("remediation")]
+            assert files["info"]["exposed"] and remedies, host
