@@ -7,9 +7,8 @@ Layout of ``report_dir``: ``report.json`` (the last run: the baseline of the nex
 ``report.md``, ``junit.xml``, and ``history/<run_id>.json`` (one report.json per run, the newest
 ``keep_history`` kept).
 
-Every file is written to a temporary file in its own directory, fsync'ed, and renamed over the
-old one with os.replace() (rename(2) is atomic within a file system), then the directory is
-fsync'ed so the rename survives a crash. ``report.json`` is written last: it is the commit point.
+Every file is replaced atomically (atomic_file.atomic_write: a temporary file in its own
+directory, fsync'ed, renamed over the old one, the directory fsync'ed). ``report.json`` is written last: it is the commit point.
 A run killed at any moment leaves the previous ``report.json`` and every history file whole;
 at worst the other formats are already new, a history file of the unfinished run exists, and a
 temporary file is left behind (removed by a later run).
@@ -23,9 +22,13 @@ __metaclass__ = type
 
 import errno
 import os
-import tempfile
 import time
 
+from ansible_collections.sipguard.firewall.plugins.module_utils.atomic_file import (
+    TEMP_PREFIX,
+    TEMP_SUFFIX,
+    atomic_write,
+)
 from ansible_collections.sipguard.firewall.plugins.module_utils.report import (
     FILE_NAMES,
     ReportError,
@@ -34,8 +37,6 @@ from ansible_collections.sipguard.firewall.plugins.module_utils.report import (
     loads_report,
 )
 
-TEMP_PREFIX = ".sipguard-"
-TEMP_SUFFIX = ".tmp"
 HISTORY_DIR = "history"
 BASELINE = "report.json"
 # A leftover temporary file older than this belongs to a killed run, not to a concurrent one.
@@ -45,48 +46,6 @@ _CHUNK = 1 << 20
 
 class ReportStoreError(Exception):
     pass
-
-
-def _write_all(fh, chunks):
-    """Write the text chunks to the binary file ``fh``; a seam for the kill-mid-write test."""
-    for chunk in chunks:
-        fh.write(chunk.encode("utf-8"))
-
-
-def _fsync_dir(path):
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some file systems cannot fsync a directory; the rename is still atomic
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path, chunks, mode=0o644):
-    """Replace ``path`` with the text ``chunks`` (a str or an iterable of str) so that a reader
-    sees the old or the new file, never a part of the new one."""
-    if isinstance(chunks, str):
-        chunks = [chunks]
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=TEMP_PREFIX + os.path.basename(path) + ".", suffix=TEMP_SUFFIX)
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb", _CHUNK) as fh:
-            _write_all(fh, chunks)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    _fsync_dir(directory)
 
 
 def _read_chunks(path):

@@ -18,9 +18,9 @@ import json
 import os
 import shutil
 import subprocess
-import tempfile
 import time
 
+from ansible_collections.sipguard.firewall.plugins.module_utils.atomic_file import atomic_write
 from ansible_collections.sipguard.firewall.plugins.module_utils.ufw_model import APPLICATIONS_DIR, COMMANDS, FILES
 
 BACKUP_ROOT = "/var/lib/sipguard/rollback"
@@ -172,26 +172,6 @@ class UfwLock(object):
         return False
 
 
-def _write_atomically(path, text):
-    """Replace ``path`` by a file with ``text``, keeping its mode and owner (rename in place)."""
-    st = os.stat(path)
-    fd, tmp = tempfile.mkstemp(prefix=".%s.sipguard-" % os.path.basename(path), dir=os.path.dirname(path))
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, st.st_mode & 0o7777)
-        os.chown(tmp, st.st_uid, st.st_gid)
-        os.rename(tmp, path)
-    except BaseException:
-        try:
-            os.remove(tmp)
-        except OSError:
-            pass
-        raise
-
-
 def apply_files(module, ufw_binary, files, reload_families, enable, directory):
     """Make the change the way ufw makes a rule change, in one step per family.
 
@@ -205,7 +185,8 @@ def apply_files(module, ufw_binary, files, reload_families, enable, directory):
     try:
         with UfwLock():
             for family in sorted(files):
-                _write_atomically(USER_RULES[family], files[family])
+                st = os.stat(USER_RULES[family])  # the new file keeps the mode and owner ufw gave it
+                atomic_write(USER_RULES[family], files[family], st.st_mode & 0o7777, (st.st_uid, st.st_gid))
             for family in sorted(reload_families):
                 binary = module.get_bin_path(RESTORE[family], opt_dirs=["/usr/sbin", "/sbin"])
                 if binary is None:

@@ -222,13 +222,14 @@ class UfwRule(object):
 
 
 def parse_user_rules(text, v6):
-    """UFW rules of user.rules / user6.rules in file order, and the tuple of each iptables rule
-    ufw wrote into the user input chain (to line the live chain up with the UFW rules)."""
+    """UFW rules of user.rules / user6.rules in file order, and the iptables rules ufw wrote into
+    the user input chain, each with the tuple it belongs to (``Rule.tuple``), to line the live
+    chain up with the UFW rules."""
     rules = [UfwRule(line[len("### tuple ###"):].strip(), v6)
              for line in (text or "").splitlines() if line.startswith("### tuple ###")]
     tables = parse_iptables_save(text or "")
     chain = tables.get("filter", {}).get(USER_CHAINS[6 if v6 else 4])
-    return rules, [r.tuple for r in chain.rules] if chain else []
+    return rules, list(chain.rules) if chain else []
 
 
 def number_rules(rules4, rules6):
@@ -481,13 +482,13 @@ def build_host_net(family, iptables_text, addresses, routes, forwarding, user_ru
     tables = parse_iptables_save(iptables_text or "")
     user_map = {}
     if user_rules_text:
-        _rules, chain_tuples = parse_user_rules(user_rules_text, family == 6)
+        _rules, chain_rules = parse_user_rules(user_rules_text, family == 6)
         by_tuple = dict((r.tuple, r) for r in rules if r.v6 == (family == 6))
         live = tables.get("filter", {}).get(USER_CHAINS[family])
-        if live is not None and len(live.rules) == len(chain_tuples):
-            for index, tup in enumerate(chain_tuples, 1):
-                if tup in by_tuple:
-                    user_map[index] = by_tuple[tup]
+        if live is not None and len(live.rules) == len(chain_rules):
+            for index, chain_rule in enumerate(chain_rules, 1):
+                if chain_rule.tuple in by_tuple:
+                    user_map[index] = by_tuple[chain_rule.tuple]
     return HostNet(tables, addresses, routes, forwarding, user_map, ufw_active, ipv6_managed)
 
 

@@ -192,21 +192,6 @@ def _family(rule):
     return 6 if rule.v6 else 4
 
 
-def _user_lines(user_text):
-    """{tuple: [iptables lines in the user chain]} from user.rules."""
-    lines = {}
-    current = None
-    for line in (user_text or "").splitlines():
-        if line.startswith("### tuple ###"):
-            current = line[len("### tuple ###"):].strip()
-            lines.setdefault(current, [])
-        elif current and line.startswith("-A ufw") and "-user-input" in line.split()[1]:
-            lines[current].append(line)
-        elif line.startswith("### END RULES"):
-            current = None
-    return lines
-
-
 def _rules_text(rules):
     out = []
     for d in rules:
@@ -285,9 +270,14 @@ class HostState(object):
         self.user_text = {4: files.get("user_rules") or "", 6: files.get("user6_rules") or ""}
         self.rule_files = {4: (files.get("before_rules") or "", files.get("after_rules") or ""),
                            6: (files.get("before6_rules") or "", files.get("after6_rules") or "")}
-        rules4, _t = parse_user_rules(self.user_text[4], False)
-        rules6, _t = parse_user_rules(self.user_text[6], True)
+        rules4, chain4 = parse_user_rules(self.user_text[4], False)
+        rules6, chain6 = parse_user_rules(self.user_text[6], True)
         self.rules = number_rules(rules4, rules6)
+        # {family: {tuple: [argument lists ufw wrote into the user chain for it]}}
+        self.user_args = {4: {}, 6: {}}
+        for family, chain in ((4, chain4), (6, chain6)):
+            for rule in chain:
+                self.user_args[family].setdefault(rule.tuple, []).append(rule.args)
         cmds = raw.get("commands") or {}
         self.live_text = {4: (cmds.get("iptables_save") or {}).get("out") or "",
                           6: (cmds.get("ip6tables_save") or {}).get("out") or ""}
@@ -305,14 +295,15 @@ def _simulate(host, family, tuples, extra_lines, will_be_active):
     """The netfilter rule set for ``family`` once ufw runs the predicted user rules."""
     tables = parse_iptables_save(host.live_text[family])
     filt = tables.setdefault("filter", {})
-    known = _user_lines(host.user_text[family])
     user = Chain(USER_CHAINS[family])
     index_map = []
     for rule in tuples:
-        lines = extra_lines.get(rule.tuple) if rule.tuple in extra_lines else known.get(rule.tuple, [])
-        for line in lines:
-            args = line.split()
-            user.rules.append(Rule("filter", USER_CHAINS[family], args[2:], ufw_tuple=rule.tuple))
+        if rule.tuple in extra_lines:
+            arg_lists = [line.split()[2:] for line in extra_lines[rule.tuple]]
+        else:
+            arg_lists = host.user_args[family].get(rule.tuple, [])
+        for args in arg_lists:
+            user.rules.append(Rule("filter", USER_CHAINS[family], list(args), ufw_tuple=rule.tuple))
             index_map.append(rule)
     if not host.active and will_be_active:
         _compose_ufw(tables, host, family)

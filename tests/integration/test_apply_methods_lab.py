@@ -19,7 +19,8 @@ FILES = ("ufw/user.rules", "ufw/user6.rules", "ufw/ufw.conf")
 
 
 def snapshot(lab):
-    """Per host: UFW's files, and iptables-save/ip6tables-save without counters or timestamps."""
+    """Per host: UFW's files (text, mode, owner), and iptables-save/ip6tables-save without counters
+    or timestamps."""
     state = {}
     for name, info in lab["hosts"].items():
         files = {}
@@ -27,7 +28,8 @@ def snapshot(lab):
             path = os.path.join("/etc/netns", info["netns"], rel)
             if os.path.exists(path):
                 with open(path) as fh:
-                    files[rel] = fh.read()
+                    st = os.stat(path)
+                    files[rel] = (fh.read(), st.st_mode, st.st_uid, st.st_gid)
         live = {}
         for tool in ("iptables-save", "ip6tables-save"):
             out = subprocess.run(["ip", "netns", "exec", info["netns"], tool], text=True, check=True,

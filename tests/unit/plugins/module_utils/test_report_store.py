@@ -115,7 +115,7 @@ def test_report_dir_not_writable(tmp_path, records, monkeypatch):
 # flushed, when it says so on stdout; the test then kills it with SIGKILL.
 _WRITER = textwrap.dedent("""
     import json, os, sys, time
-    from ansible_collections.sipguard.firewall.plugins.module_utils import report_store
+    from ansible_collections.sipguard.firewall.plugins.module_utils import atomic_file, report_store
     from ansible_collections.sipguard.firewall.plugins.module_utils.report import build_report
     report_dir, stop_at = sys.argv[1], int(sys.argv[2])
     with open(os.path.join(report_dir, "report.json")) as fh:
@@ -133,7 +133,7 @@ _WRITER = textwrap.dedent("""
         os.fsync(fh.fileno())
         print("HALF-WRITTEN", flush=True)
         time.sleep(120)
-    report_store._write_all = hanging_write
+    atomic_file._write_all = hanging_write
     report = build_report(records, previous, run_id="run-b", generated_at="2026-11-26T00:00:00Z")
     report_store.publish(report_dir, report, ["json", "html", "md", "junit"], 30)
     print("FINISHED", flush=True)
