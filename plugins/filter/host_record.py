@@ -13,6 +13,7 @@ __metaclass__ = type
 from collections.abc import Mapping
 
 from ansible.errors import AnsibleFilterError
+from ansible.module_utils.parsing.convert_bool import boolean
 
 from ansible_collections.sipguard.firewall.plugins.module_utils.host_record import HostRecordError, build_host_record
 
@@ -58,6 +59,11 @@ def host_record(info, host, probes=None, allow_restricted=True, error=None, chec
     else:
         unreachable = False
     try:
+        # Strict: a per-host value such as "maybe" must not silently count as true.
+        allow_restricted = boolean(allow_restricted, strict=True)
+    except TypeError:
+        raise AnsibleFilterError("host_record: allow_restricted must be a boolean, got %r" % (allow_restricted,))
+    try:
         wanted = None
         if addresses is not None:
             if isinstance(addresses, str) or not isinstance(addresses, (list, tuple)):
@@ -66,7 +72,7 @@ def host_record(info, host, probes=None, allow_restricted=True, error=None, chec
             wanted = set(addresses)
         probe_results = _probe_results(probes, wanted)
         return build_host_record(host, dict(info) if info is not None else None, probe_results,
-                                 error=error, unreachable=unreachable, allow_restricted=bool(allow_restricted),
+                                 error=error, unreachable=unreachable, allow_restricted=allow_restricted,
                                  checked_at=checked_at)
     except HostRecordError as exc:
         raise AnsibleFilterError(str(exc))

@@ -39,6 +39,22 @@ def test_allow_restricted_false_makes_restricted_non_compliant():
     assert strict["findings"][0].startswith("5060/udp ipv4 restricted: ")
 
 
+@pytest.mark.parametrize("value, compliant", [("no", False), ("false", False), ("yes", True), (1, True)])
+def test_allow_restricted_takes_ansible_booleans(value, compliant):
+    record = F.load_records()["source-restricted"]
+    built = FILTERS["host_record"](F._info(record), "source-restricted", probes=F._probes(record),
+                                   allow_restricted=value)
+    assert built["compliant"] is compliant
+
+
+@pytest.mark.parametrize("value", ["maybe", "", [], None])
+def test_allow_restricted_that_is_not_a_boolean_is_an_error(value):
+    record = F.load_records()["source-restricted"]
+    with pytest.raises(AnsibleFilterError, match="host_record: allow_restricted must be a boolean, got "):
+        FILTERS["host_record"](F._info(record), "source-restricted", probes=F._probes(record),
+                               allow_restricted=value)
+
+
 def test_failed_ufw_info_result_becomes_an_error_record():
     record = FILTERS["host_record"]({"failed": True, "msg": "ufw_info reads netfilter ... become: true"}, "web1")
     assert (record["reachable"], record["compliant"], record["error"]) == (
