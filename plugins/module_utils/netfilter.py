@@ -132,6 +132,23 @@ class Chain(object):
         self.rules = []
 
 
+# A module run parses the same rule lines more than once (the live rule set, ufw's rules files,
+# each simulated rule set); a quoted line is split once.
+_SPLIT_CACHE = {}
+
+
+def _split(line):
+    """The arguments of one rule line; only quoted ones (comments, log prefixes) need shlex, which is slow."""
+    if '"' not in line and "'" not in line and "\\" not in line:
+        return line.split()
+    args = _SPLIT_CACHE.get(line)
+    if args is None:
+        if len(_SPLIT_CACHE) > 10000:
+            _SPLIT_CACHE.clear()
+        args = _SPLIT_CACHE[line] = tuple(shlex.split(line))
+    return list(args)
+
+
 def parse_iptables_save(text):
     """Parse iptables-save / iptables-restore text into ``{table: {chain: Chain}}``.
 
@@ -167,8 +184,7 @@ def parse_iptables_save(text):
             chain.policy = policy
             continue
         try:
-            # Only quoted arguments (comments, log prefixes) need shlex, which is slow.
-            args = shlex.split(line) if ('"' in line or "'" in line or "\\" in line) else line.split()
+            args = _split(line)
         except ValueError as exc:
             raise NetfilterParseError("line %d: %s" % (lineno, exc))
         if len(args) < 2 or args[0] not in ("-A", "-I", "--append", "--insert"):

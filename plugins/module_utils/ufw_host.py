@@ -73,13 +73,13 @@ def gather(module, commands=None, previous=None):
     return raw
 
 
-def ssh_ports(module):
-    """The TCP ports sshd listens on (``sshd -T``) and the port of this very connection."""
+def ssh_ports(module, read_config=True):
+    """The port of this very connection and (``read_config``) the TCP ports sshd listens on (``sshd -T``)."""
     ports = set()
     conn = os.environ.get("SSH_CONNECTION", "").split()
     if len(conn) == 4 and conn[3].isdigit():
         ports.add(int(conn[3]))
-    sshd = module.get_bin_path("sshd", opt_dirs=["/usr/sbin", "/usr/local/sbin"])
+    sshd = module.get_bin_path("sshd", opt_dirs=["/usr/sbin", "/usr/local/sbin"]) if read_config else None
     if sshd:
         rc, out, _err = module.run_command([sshd, "-T"], environ_update={"LC_ALL": "C"})
         if rc == 0:

@@ -225,7 +225,10 @@ enabled_ufw:
   type: bool
   sample: false
 ssh_ports:
-  description: SSH ports the lock-out guard protected.
+  description:
+    - SSH ports the lock-out guard protected; the port of this connection and the ports C(sshd -T) reports.
+    - On a run that changes nothing, only the port of this connection (sshd's configuration is read only when
+      there is a change to guard).
   returned: always
   type: list
   elements: int
@@ -332,12 +335,23 @@ def main():
         module.fail_json(msg="ufw_port changes the firewall and needs root: run it with become: true")
 
     raw = gather(module)
-    ports = ssh_ports(module)
     specs = [PortSpec(port, p) for port, proto in targets for p in (("udp", "tcp") if proto == "any" else (proto,))]
+
+    def plan_for(ssh):
+        return plan_close(host, targets, p["state"], p["allow_from"], p["method"], p["families"],
+                          p["enable_ufw"], ssh, p["lockout_guard"])
+
+    ports = ssh_ports(module, read_config=False)
     try:
         host = HostState(raw)
-        plan = plan_close(host, targets, p["state"], p["allow_from"], p["method"], p["families"],
-                          p["enable_ufw"], ports, p["lockout_guard"])
+        try:
+            plan = plan_for(ports)
+        except PlanError:
+            plan = None
+        if plan is None or plan.changed:
+            # Only a change can lock SSH out: sshd's own ports (sshd -T) are read when there is one.
+            ports = ssh_ports(module)
+            plan = plan_for(ports)
     except (PlanError, UfwModelError, NetfilterParseError) as exc:
         # Nothing was changed: the host as it is (with ufw_info's remediation) goes back with the refusal.
         module.fail_json(msg=str(exc), ssh_ports=ports, info=_inspect(raw, specs))

@@ -104,6 +104,29 @@ def test_inactive_ufw_was_enabled_with_the_ssh_port_in_use(close_lab):
     assert {(r["ports"], r["v6"]) for r in guards} == {("2222", False), ("2222", True)}
 
 
+def test_sshd_own_ports_are_guarded_whenever_there_is_a_change(close_lab):
+    # sshd listens on 22 and 2200; Ansible connects on 22. sshd -T is read only when the plan changes
+    # something, so the guard must still see 2200 on every run that could lock it out.
+    inv = close_lab["inventory"]
+    status, result = adhoc(inv, "c-ssh-two", "sipguard.firewall.ufw_port", {"port": 2200, "proto": "tcp"})["c-ssh-two"]
+    assert status == "FAILED" and "port 2200/tcp is this host's SSH port" in result["msg"], result
+    assert result["ssh_ports"] == [22, 2200]
+    first = adhoc(inv, "c-ssh-two", "sipguard.firewall.ufw_port", {"ports": PORTS})["c-ssh-two"]
+    assert first[0] == "CHANGED" and first[1]["enabled_ufw"] is True, first
+    assert first[1]["ssh_ports"] == [22, 2200]
+    guards = [r for r in first[1]["info"]["ufw"]["rules"] if r["comment"] == "sipguard.firewall ssh guard"]
+    assert sorted((r["ports"], r["v6"]) for r in guards) == [("22", False), ("22", True), ("2200", False),
+                                                              ("2200", True)]
+    again = adhoc(inv, "c-ssh-two", "sipguard.firewall.ufw_port", {"ports": PORTS})["c-ssh-two"]
+    assert again[0] == "SUCCESS" and again[1]["changed"] is False, again
+    assert again[1]["ssh_ports"] == [22]  # nothing to guard: sshd's configuration was not read
+    host = close_lab["hosts"]["c-ssh-two"]
+    for port in (22, 2200):
+        with socket.create_connection((host["ipv4"], port), timeout=2) as conn:
+            conn.settimeout(2)
+            assert conn.recv(16).startswith(b"SSH-"), port
+
+
 def test_restricted_is_open_from_the_allowed_vantage_only(close_lab):
     args = {"port": 5060, "proto": "any", "state": "restricted", "allow_from": ["198.18.0.250"]}
     first = adhoc(close_lab["inventory"], "c-restricted", "sipguard.firewall.ufw_port", args)["c-restricted"]

@@ -305,6 +305,7 @@ def prepare_etc(ns, host, workdir):
     write(os.path.join(ssh, "sshd_config"), "\n".join([
         "# sipguard lab host %s" % host["name"],
         "Port %d" % port,
+    ] + ["Port %d" % int(extra) for extra in host.get("ssh_extra_ports", [])] + [
         "ListenAddress 0.0.0.0",
         "ListenAddress ::",
         "HostKey /etc/ssh/ssh_host_ed25519_key",
