@@ -242,97 +242,18 @@ alert:
            "sipguard": {"run_id": "20261125T140000Z-3f9a1c", "opened": []}}
 """
 
-import datetime
-import os
-import uuid
-
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.sipguard.firewall.plugins.module_utils.report import (
-    FAIL_ON,
-    ReportError,
-    alert_body,
-    build_report,
-    check_run_id,
-    gate,
-    gate_message,
-    merge_reports,
-    render_markdown,
-)
-from ansible_collections.sipguard.firewall.plugins.module_utils.report_store import (
-    BASELINE,
-    ReportStoreError,
-    check_writable,
-    load_report,
-    publish,
-)
-
-FORMATS = ["json", "html", "md", "junit"]
-
-
-def _now():
-    return datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
-
-
-def _run(module):
-    params = module.params
-    now = _now()
-    generated_at = now.strftime("%Y-%m-%dT%H:%M:%SZ")
-    run_id = check_run_id(params["run_id"]) if params["run_id"] else "%s-%s" % (
-        now.strftime("%Y%m%dT%H%M%SZ"), uuid.uuid4().hex[:6])
-    report_dir = params["report_dir"]
-    check_writable(report_dir, create=False)
-    previous = load_report(os.path.join(report_dir, BASELINE))
-    records = params["records"]
-    if params["merge_from"]:
-        slices = []
-        for index, path in enumerate(params["merge_from"]):
-            report = load_report(path, "merge_from[%d]: %s" % (index, path))
-            if report is None:
-                raise ReportStoreError("merge_from[%d]: %s does not exist" % (index, path))
-            slices.append(report)
-        report = merge_reports(slices, previous=previous, run_id=run_id, generated_at=generated_at,
-                               records=records if records else None)
-    else:
-        report = build_report(records, previous=previous, run_id=run_id, generated_at=generated_at)
-    failures = gate(report, params["fail_on"])
-    stored = publish(report_dir, report, params["formats"], params["keep_history"], check_mode=module.check_mode)
-    summary = dict((key, value) for key, value in report.items() if key not in ("hosts", "changes"))
-    return dict(
-        changed=bool(stored["written"]),
-        report=summary,
-        changes=report["changes"],
-        paths=stored["paths"],
-        written=stored["written"],
-        pruned=stored["pruned"],
-        gate_failures=failures,
-        gate_message=gate_message(report, params["fail_on"], failures) if failures else "",
-        markdown=render_markdown(report),
-        alert=alert_body(report, params["report_url"]),
-    )
+from ansible_collections.sipguard.firewall.plugins.module_utils.report_task import ARGUMENT_SPEC, TaskError, run
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            records=dict(type="raw", default=[]),
-            report_dir=dict(type="path", required=True),
-            merge_from=dict(type="list", elements="path", default=[]),
-            formats=dict(type="list", elements="str", choices=FORMATS, default=list(FORMATS)),
-            keep_history=dict(type="int", default=30),
-            fail_on=dict(type="list", elements="str", choices=list(FAIL_ON), default=[]),
-            run_id=dict(type="str"),
-            report_url=dict(type="str"),
-        ),
-        supports_check_mode=True,
-    )
-    if module.params["keep_history"] < 0:
-        module.fail_json(msg="keep_history: %d is negative; use 0 to keep no history" % module.params["keep_history"])
-    if module.params["records"] is None:
-        module.params["records"] = []
+    # On the controller (local connection, no become) the action plugin of the same name runs
+    # report_task.run() in Ansible's own process; this module runs it anywhere else.
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     try:
-        result = _run(module)
-    except (ReportError, ReportStoreError) as exc:
+        result = run(module.params, check_mode=module.check_mode)
+    except TaskError as exc:
         module.fail_json(msg=str(exc))
     module.exit_json(**result)
 

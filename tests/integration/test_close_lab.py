@@ -115,8 +115,8 @@ def test_sshd_own_ports_are_guarded_whenever_there_is_a_change(close_lab):
     assert first[0] == "CHANGED" and first[1]["enabled_ufw"] is True, first
     assert first[1]["ssh_ports"] == [22, 2200]
     guards = [r for r in first[1]["info"]["ufw"]["rules"] if r["comment"] == "sipguard.firewall ssh guard"]
-    assert sorted((r["ports"], r["v6"]) for r in guards) == [("22", False), ("22", True), ("2200", False),
-                                                              ("2200", True)]
+    expected = [("22", False), ("22", True), ("2200", False), ("2200", True)]
+    assert sorted((r["ports"], r["v6"]) for r in guards) == expected
     again = adhoc(inv, "c-ssh-two", "sipguard.firewall.ufw_port", {"ports": PORTS})["c-ssh-two"]
     assert again[0] == "SUCCESS" and again[1]["changed"] is False, again
     assert again[1]["ssh_ports"] == [22]  # nothing to guard: sshd's configuration was not read

@@ -1,0 +1,97 @@
+# -*- coding: utf-8 -*-
+# Copyright: sipguard maintainers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""What the fleet_report task does, shared by the module and its action plugin.
+
+The action plugin runs it in the controller's own process when the task runs on the controller
+(local connection, no become): that is where the report is meant to be written, and it saves a
+Python start per run. Anywhere else the module runs it. Both check their arguments against
+ARGUMENT_SPEC and call run(); so the result is the same either way.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import datetime
+import os
+import uuid
+
+from ansible_collections.sipguard.firewall.plugins.module_utils.report import (
+    FAIL_ON,
+    ReportError,
+    alert_body,
+    build_report,
+    check_run_id,
+    gate,
+    gate_message,
+    merge_reports,
+    render_markdown,
+)
+from ansible_collections.sipguard.firewall.plugins.module_utils.report_store import (
+    BASELINE,
+    ReportStoreError,
+    check_writable,
+    load_report,
+    publish,
+)
+
+FORMATS = ["json", "html", "md", "junit"]
+
+ARGUMENT_SPEC = dict(
+    records=dict(type="raw", default=[]),
+    report_dir=dict(type="path", required=True),
+    merge_from=dict(type="list", elements="path", default=[]),
+    formats=dict(type="list", elements="str", choices=FORMATS, default=list(FORMATS)),
+    keep_history=dict(type="int", default=30),
+    fail_on=dict(type="list", elements="str", choices=list(FAIL_ON), default=[]),
+    run_id=dict(type="str"),
+    report_url=dict(type="str"),
+)
+
+# What run() raises for bad input or an unusable report directory (the task fails with the message).
+TaskError = (ReportError, ReportStoreError)
+
+
+def _now():
+    return datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
+
+
+def run(params, check_mode=False, now=None):
+    """Build (or merge), gate and publish the report; return the task result (raises TaskError)."""
+    if params["keep_history"] < 0:
+        raise ReportStoreError("keep_history: %d is negative; use 0 to keep no history" % params["keep_history"])
+    now = now or _now()
+    generated_at = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+    run_id = check_run_id(params["run_id"]) if params["run_id"] else "%s-%s" % (
+        now.strftime("%Y%m%dT%H%M%SZ"), uuid.uuid4().hex[:6])
+    report_dir = params["report_dir"]
+    check_writable(report_dir, create=False)
+    previous = load_report(os.path.join(report_dir, BASELINE))
+    records = params["records"] if params["records"] is not None else []
+    if params["merge_from"]:
+        slices = []
+        for index, path in enumerate(params["merge_from"]):
+            report = load_report(path, "merge_from[%d]: %s" % (index, path))
+            if report is None:
+                raise ReportStoreError("merge_from[%d]: %s does not exist" % (index, path))
+            slices.append(report)
+        report = merge_reports(slices, previous=previous, run_id=run_id, generated_at=generated_at,
+                               records=records if records else None)
+    else:
+        report = build_report(records, previous=previous, run_id=run_id, generated_at=generated_at)
+    failures = gate(report, params["fail_on"])
+    stored = publish(report_dir, report, params["formats"], params["keep_history"], check_mode=check_mode)
+    summary = dict((key, value) for key, value in report.items() if key not in ("hosts", "changes"))
+    return dict(
+        changed=bool(stored["written"]),
+        report=summary,
+        changes=report["changes"],
+        paths=stored["paths"],
+        written=stored["written"],
+        pruned=stored["pruned"],
+        gate_failures=failures,
+        gate_message=gate_message(report, params["fail_on"], failures) if failures else "",
+        markdown=render_markdown(report),
+        alert=alert_body(report, params["report_url"]),
+    )
