@@ -24,11 +24,18 @@ description:
     old one; C(report.json) is written last, so a run killed at any moment leaves the previous
     baseline and the history intact.
   - "Runs on the controller: use it with C(delegate_to: localhost) and C(run_once: true)."
+  - On a local connection without become or async, the collection's action plugin of the same name writes
+    the report in Ansible's own process (no second Python start); anywhere else this module runs. Both check
+    the same options and give the same result.
 author:
   - sipguard maintainers (@sipguard)
 extends_documentation_fragment:
   - sipguard.firewall.attributes
 attributes:
+  action:
+    support: full
+    details:
+      - On the controller (local connection, no become, no async) the action plugin writes the report itself.
   check_mode:
     support: full
     details:
