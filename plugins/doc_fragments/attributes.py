@@ -20,8 +20,6 @@ attributes:
   idempotent:
     description:
       - When run twice in a row outside check mode, with the same arguments, the second invocation indicates no change.
-  action:
-    description: Indicates this has a corresponding action plugin so some parts of the options can be executed on the controller.
 """
 
     # Read-only modules: they never change the target.

@@ -33,6 +33,7 @@ extends_documentation_fragment:
   - sipguard.firewall.attributes
 attributes:
   action:
+    description: Indicates this has a corresponding action plugin so some parts of the options can be executed on the controller.
     support: full
     details:
       - On the controller (local connection, no become, no async) the action plugin writes the report itself.
