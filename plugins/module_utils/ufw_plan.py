@@ -16,6 +16,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import binascii
+import copy
 import ipaddress
 
 from ansible_collections.sipguard.firewall.plugins.module_utils.netfilter import (
@@ -446,7 +447,9 @@ def plan_close(host, targets, state="closed", allow_from=None, method="deny", fa
     lists = {}
     extra_lines = {}
     for fam in (4, 6):
-        kept = [r for r in host.rules if _family(r) == fam and r.number not in delete_numbers]
+        # Copies: number_rules() numbers the new list in place, and ``host`` must stay as it was read
+        # (ufw_port plans twice on it when there is a change).
+        kept = [copy.copy(r) for r in host.rules if _family(r) == fam and r.number not in delete_numbers]
         new = []
         for w in wanted:
             if fam in w.families(fams):

@@ -36,6 +36,18 @@ def test_every_closable_host_ends_up_blocked_everywhere(name):
                                                       "sipguard.firewall 5061/tcp"]
 
 
+@pytest.mark.parametrize("name", CLOSABLE)
+def test_planning_leaves_the_host_as_it_was_read(name):
+    # ufw_port plans a second time on the same HostState when there is a change (with sshd's own
+    # ports): the second plan must equal the first, so planning may not renumber the host's rules.
+    state = host(name)
+    numbers = [(r.tuple, r.number) for r in state.rules]
+    first = ufw_plan.plan_close(state, SIP, ssh_ports=[22])
+    assert [(r.tuple, r.number) for r in state.rules] == numbers
+    second = ufw_plan.plan_close(state, SIP, ssh_ports=[22])
+    assert (second.commands, second.after, second.files) == (first.commands, first.after, first.files)
+
+
 @pytest.mark.parametrize("name, deleted", [
     # exact allows go; broader rules (range, app profile with 5061, multiport) stay, shadowed
     ("allow-proto", {"5060/udp", "5060/tcp", "5060/udp (v6)", "5060/tcp (v6)"}),
