@@ -26,11 +26,11 @@ def lab():
     return lab
 
 
-def close_run(lab, report_dir):
+def close_run(lab, report_dir, extra=None):
     """Run the close playbook; return {host: what it registered} and the report."""
     out = tempfile.mkdtemp(prefix="sipguard-closepb-out-")
     argv = [os.path.join(BIN, "ansible-playbook"), "-i", lab["inventory"], PLAYBOOK,
-            "-e", json.dumps({"sipguard_report_dir": report_dir, "sipguard_test_out": out})]
+            "-e", json.dumps(dict({"sipguard_report_dir": report_dir, "sipguard_test_out": out}, **(extra or {})))]
     env = dict(os.environ, ANSIBLE_HOST_KEY_CHECKING="False", ANSIBLE_DEPRECATION_WARNINGS="False")
     proc = subprocess.run(argv, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, timeout=600,
                           check=False)
@@ -80,3 +80,12 @@ def test_an_idempotent_run_probes_once(lab):
     (only,) = probe_jobs(saved)
     assert set(r["target"] for r in only) == addresses(lab, lab["hosts"])
     assert all(record["compliant"] for record in report["hosts"].values())
+
+
+def test_hosts_that_refuse_are_still_recorded_and_reported(lab):
+    # Closing the SSH port is refused on every host (a failed result without `rollback`): the step
+    # that picks the hosts to confirm must cope, and every host is still recorded and reported.
+    report_dir = tempfile.mkdtemp(prefix="sipguard-closepb-refuse-")
+    saved, report = close_run(lab, report_dir, {"sipguard_close_ports": ["22/tcp"], "sipguard_verify_ports": PORTS})
+    assert all(s["changed"] is False for s in saved.values()), saved
+    assert sorted(report["hosts"]) == sorted(lab["hosts"])
