@@ -57,11 +57,11 @@ def _now():
     return datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
 
 
-def run(params, check_mode=False, now=None):
+def run(params, check_mode=False):
     """Build (or merge), gate and publish the report; return the task result (raises TaskError)."""
     if params["keep_history"] < 0:
         raise ReportStoreError("keep_history: %d is negative; use 0 to keep no history" % params["keep_history"])
-    now = now or _now()
+    now = _now()
     generated_at = now.strftime("%Y-%m-%dT%H:%M:%SZ")
     run_id = check_run_id(params["run_id"]) if params["run_id"] else "%s-%s" % (
         now.strftime("%Y%m%dT%H%M%SZ"), uuid.uuid4().hex[:6])

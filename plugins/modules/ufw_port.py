@@ -337,21 +337,21 @@ def main():
     raw = gather(module)
     specs = [PortSpec(port, p) for port, proto in targets for p in (("udp", "tcp") if proto == "any" else (proto,))]
 
-    def plan_for(ssh):
-        return plan_close(host, targets, p["state"], p["allow_from"], p["method"], p["families"],
+    def plan_for(state, ssh):
+        return plan_close(state, targets, p["state"], p["allow_from"], p["method"], p["families"],
                           p["enable_ufw"], ssh, p["lockout_guard"])
 
     ports = ssh_ports(module, read_config=False)
     try:
         host = HostState(raw)
         try:
-            plan = plan_for(ports)
+            plan = plan_for(host, ports)
         except PlanError:
             plan = None
         if plan is None or plan.changed:
             # Only a change can lock SSH out: sshd's own ports (sshd -T) are read when there is one.
             ports = ssh_ports(module)
-            plan = plan_for(ports)
+            plan = plan_for(host, ports)
     except (PlanError, UfwModelError, NetfilterParseError) as exc:
         # Nothing was changed: the host as it is (with ufw_info's remediation) goes back with the refusal.
         module.fail_json(msg=str(exc), ssh_ports=ports, info=_inspect(raw, specs))
@@ -394,8 +394,7 @@ def main():
         # A firewall change moves netfilter and the files only: listeners, addresses and routes stand.
         raw_after = gather(module, commands=("iptables_save", "ip6tables_save"), previous=raw)
         after = HostState(raw_after)
-        check = plan_close(after, targets, p["state"], p["allow_from"], p["method"], p["families"],
-                           p["enable_ufw"], ports, p["lockout_guard"])
+        check = plan_for(after, ports)
         if check.changed or _states(check.verdicts_before) != _states(plan.verdicts_after):
             restore(directory, ufw, module.run_command)
             result["info"] = _inspect(gather(module), specs)
