@@ -391,6 +391,9 @@ def build_host(host, workdir):
         nsexec(ns, ["iptables"] + [str(a) for a in args])
     for args in host.get("ip6tables") or []:
         nsexec(ns, ["ip6tables"] + [str(a) for a in args])
+    # Anything else a real admin could have run (nft, iptables-legacy, ...): argument lists, in order.
+    for args in host.get("commands") or []:
+        nsexec(ns, [str(a) for a in args])
     if host.get("sip", False):
         # The lab address, not [::]: kamailio's TCP [::] bind collides with 0.0.0.0 (dual-stack).
         start_kamailio(ns, name, workdir, ["0.0.0.0", addr6(index)])
