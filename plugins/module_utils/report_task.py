@@ -13,6 +13,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import contextlib
 import datetime
 import os
 import uuid
@@ -30,9 +31,14 @@ from ansible_collections.sipguard.firewall.plugins.module_utils.report import (
 )
 from ansible_collections.sipguard.firewall.plugins.module_utils.report_store import (
     BASELINE,
+    DEFAULT_MODE,
+    LOCK_TIMEOUT,
     ReportStoreError,
     check_writable,
+    dir_mode,
     load_report,
+    lock,
+    parse_mode,
     publish,
 )
 
@@ -47,6 +53,9 @@ ARGUMENT_SPEC = dict(
     fail_on=dict(type="list", elements="str", choices=list(FAIL_ON), default=[]),
     run_id=dict(type="str"),
     report_url=dict(type="str"),
+    # raw, not str: an unquoted 0640 arrives as the number 416 and must be refused, not read as '416'
+    mode=dict(type="raw", default=DEFAULT_MODE),
+    lock_timeout=dict(type="int", default=LOCK_TIMEOUT),
 )
 
 # What run() raises for bad input or an unusable report directory (the task fails with the message).
@@ -58,30 +67,49 @@ def _now():
 
 
 def run(params, check_mode=False):
-    """Build (or merge), gate and publish the report; return the task result (raises TaskError)."""
+    """Build (or merge), gate and publish the report; return the task result (raises TaskError).
+
+    Everything that can be refused is checked before the report directory is touched. Outside
+    check mode the directory's lock is held from reading the baseline to the last prune, so two
+    runs into one directory run one after the other: the later one compares with the earlier
+    one's report and cannot prune the history file the earlier one is still copying. Check mode
+    takes no lock (it would have to create the lock file) and reads report.json, which is
+    replaced atomically.
+    """
     if params["keep_history"] < 0:
         raise ReportStoreError("keep_history: %d is negative; use 0 to keep no history" % params["keep_history"])
+    if params["lock_timeout"] < 0:
+        raise ReportStoreError("lock_timeout: %d is negative; use 0 to fail at once when another run holds the lock"
+                               % params["lock_timeout"])
+    mode = parse_mode(params["mode"])
     now = _now()
     generated_at = now.strftime("%Y-%m-%dT%H:%M:%SZ")
     run_id = check_run_id(params["run_id"]) if params["run_id"] else "%s-%s" % (
         now.strftime("%Y%m%dT%H%M%SZ"), uuid.uuid4().hex[:6])
     report_dir = params["report_dir"]
     check_writable(report_dir, create=False)
-    previous = load_report(os.path.join(report_dir, BASELINE))
     records = params["records"] if params["records"] is not None else []
-    if params["merge_from"]:
-        slices = []
-        for index, path in enumerate(params["merge_from"]):
-            report = load_report(path, "merge_from[%d]: %s" % (index, path))
-            if report is None:
-                raise ReportStoreError("merge_from[%d]: %s does not exist" % (index, path))
-            slices.append(report)
-        report = merge_reports(slices, previous=previous, run_id=run_id, generated_at=generated_at,
-                               records=records if records else None)
+    slices = []
+    for index, path in enumerate(params["merge_from"]):
+        report = load_report(path, "merge_from[%d]: %s" % (index, path))
+        if report is None:
+            raise ReportStoreError("merge_from[%d]: %s does not exist" % (index, path))
+        slices.append(report)
+    if check_mode:
+        held = contextlib.nullcontext()
     else:
-        report = build_report(records, previous=previous, run_id=run_id, generated_at=generated_at)
-    failures = gate(report, params["fail_on"])
-    stored = publish(report_dir, report, params["formats"], params["keep_history"], check_mode=check_mode)
+        check_writable(report_dir, create=True, mode=dir_mode(mode))
+        held = lock(report_dir, run_id, timeout=params["lock_timeout"], mode=mode)
+    with held:
+        previous = load_report(os.path.join(report_dir, BASELINE))
+        if slices:
+            report = merge_reports(slices, previous=previous, run_id=run_id, generated_at=generated_at,
+                                   records=records if records else None)
+        else:
+            report = build_report(records, previous=previous, run_id=run_id, generated_at=generated_at)
+        failures = gate(report, params["fail_on"])
+        stored = publish(report_dir, report, params["formats"], params["keep_history"], check_mode=check_mode,
+                         mode=mode)
     summary = dict((key, value) for key, value in report.items() if key not in ("hosts", "changes"))
     return dict(
         changed=bool(stored["written"]),

@@ -46,7 +46,10 @@ def test_local_without_become_writes_the_report_in_process(tmp_path):
     result = plugin.run(task_vars={})
     plugin._execute_module.assert_not_called()
     assert result["changed"] is True and result["report"]["run_id"] == "20261125T120000Z-abc123"
-    assert sorted(os.listdir(tmp_path)) == ["history", "junit.xml", "report.html", "report.json", "report.md"]
+    assert sorted(os.listdir(tmp_path)) == [".sipguard.lock", "history", "junit.xml", "report.html", "report.json",
+                                            "report.md"]
+    assert set(oct(os.stat(os.path.join(tmp_path, name)).st_mode & 0o777) for name in os.listdir(tmp_path)
+               if name.startswith("report.")) == {"0o640"}
 
 
 def test_check_mode_in_process_writes_nothing(tmp_path):
@@ -68,3 +71,24 @@ def test_bad_arguments_fail_in_process_with_the_module_name(tmp_path):
     assert result["failed"] and result["msg"].startswith(
         "Unsupported parameters for (sipguard.firewall.fleet_report) module: bogus."), result
     assert os.listdir(tmp_path) == []
+
+
+def test_configured_mode_and_a_new_directory(tmp_path):
+    report_dir = tmp_path / "new" / "report"
+    result = action(tmp_path, report_dir=str(report_dir), mode="0600").run(task_vars={})
+    assert result["changed"] is True, result
+    assert oct(os.stat(str(report_dir)).st_mode & 0o777) == "0o700"
+    assert oct(os.stat(str(report_dir / "report.json")).st_mode & 0o777) == "0o600"
+
+
+@pytest.mark.parametrize("args, message", [
+    ({"mode": 416}, "mode: 416 is not a string; quote the mode, for example '0640'"),
+    ({"mode": "0444"}, "mode: '0444' does not let the owner read and write the report"),
+    ({"mode": "rw-r-----"}, "mode: 'rw-r-----' is not a file mode"),
+    ({"lock_timeout": -1}, "lock_timeout: -1 is negative; use 0 to fail at once when another run holds the lock"),
+])
+def test_bad_mode_or_lock_timeout_is_refused_before_anything_is_written(tmp_path, args, message):
+    report_dir = tmp_path / "report"
+    result = action(tmp_path, report_dir=str(report_dir), **args).run(task_vars={})
+    assert result["failed"] and result["msg"].startswith(message), result
+    assert os.listdir(tmp_path) == []  # not even the directory

@@ -14,9 +14,12 @@ import glob
 import json
 import os
 import signal
+import socket
+import stat
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import pytest
@@ -24,8 +27,13 @@ import pytest
 from ansible_collections.sipguard.firewall.plugins.module_utils import report_store
 from ansible_collections.sipguard.firewall.plugins.module_utils.report import build_report
 from ansible_collections.sipguard.firewall.plugins.module_utils.report_store import (
+    LOCK_FILE,
     ReportStoreError,
+    dir_mode,
     load_report,
+    lock,
+    parse_mode,
+    prune_history,
     publish,
 )
 
@@ -39,9 +47,9 @@ def records():
     return F.load_records()
 
 
-def _publish(report_dir, records, previous, run_id, keep=30, formats=ALL, check_mode=False):
+def _publish(report_dir, records, previous, run_id, keep=30, formats=ALL, check_mode=False, **kwargs):
     report = build_report(records, previous, run_id=run_id, generated_at="2026-11-25T00:00:00Z")
-    return report, publish(str(report_dir), report, formats, keep, check_mode=check_mode)
+    return report, publish(str(report_dir), report, formats, keep, check_mode=check_mode, **kwargs)
 
 
 def _listing(report_dir):
@@ -55,7 +63,6 @@ def test_publish_writes_every_format_report_json_last(tmp_path, records):
         "run-a.json", "report.html", "report.md", "junit.xml", "report.json"]
     assert _listing(tmp_path / "r") == ["history/run-a.json", "junit.xml", "report.html", "report.json", "report.md"]
     assert load_report(str(tmp_path / "r" / "report.json")) == report
-    assert oct(os.stat(str(tmp_path / "r" / "report.json")).st_mode & 0o777) == "0o644"
 
 
 def test_check_mode_writes_nothing(tmp_path, records):
@@ -183,3 +190,269 @@ def test_killed_writer_leaves_the_baseline_and_history_intact(tmp_path, records,
     report, _stored = _publish(report_dir, F.run_b(records), load_report(str(report_dir / "report.json")), "run-c")
     assert report["baseline"]["run_id"] == "run-a" and len(report["changes"]) == 6
     assert glob.glob(str(report_dir / "**" / ".sipguard-*.tmp"), recursive=True) == []
+
+
+# --- file modes ------------------------------------------------------------------------------
+
+def _modes(report_dir):
+    """{relative path: mode} of everything under report_dir, itself included as '.'."""
+    modes = {".": stat.S_IMODE(os.stat(str(report_dir)).st_mode)}
+    for path in glob.glob(os.path.join(str(report_dir), "**"), recursive=True):
+        if path.rstrip(os.sep) != str(report_dir):
+            modes[os.path.relpath(path, str(report_dir))] = stat.S_IMODE(os.lstat(path).st_mode)
+    return modes
+
+
+def test_files_are_0640_and_new_directories_0750_by_default(tmp_path, records):
+    old = os.umask(0o022)  # the usual umask
+    try:
+        _publish(tmp_path / "r", records, None, "run-a")
+    finally:
+        os.umask(old)
+    assert _modes(tmp_path / "r") == {".": 0o750, "history": 0o750, "history/run-a.json": 0o640, "junit.xml": 0o640,
+                                      "report.html": 0o640, "report.json": 0o640, "report.md": 0o640}
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o000])
+def test_configured_mode_whatever_the_umask(tmp_path, records, umask):
+    old = os.umask(umask)
+    try:
+        _publish(tmp_path / "a" / "r", records, None, "run-a", mode=0o600)
+    finally:
+        os.umask(old)
+    modes = _modes(tmp_path / "a" / "r")
+    assert set(mode for path, mode in modes.items() if path.endswith((".json", ".html", ".md", ".xml"))) == {0o600}
+    assert (modes["."], modes["history"]) == (0o700, 0o700)
+    assert stat.S_IMODE(os.stat(str(tmp_path / "a")).st_mode) == 0o700  # a missing parent is created alike
+
+
+def test_an_existing_directory_keeps_its_mode_and_old_files_get_the_new_one(tmp_path, records):
+    (tmp_path / "r" / "history").mkdir(parents=True)
+    os.chmod(str(tmp_path / "r"), 0o755)  # the user's own directory
+    os.chmod(str(tmp_path / "r" / "history"), 0o770)
+    previous, _stored = _publish(tmp_path / "r", records, None, "run-a", mode=0o644)
+    assert _modes(tmp_path / "r")["report.json"] == 0o644
+    _publish(tmp_path / "r", records, previous, "run-b")
+    modes = _modes(tmp_path / "r")
+    assert (modes["."], modes["history"]) == (0o755, 0o770)
+    assert modes["report.json"] == modes["report.html"] == modes["junit.xml"] == modes["report.md"] == 0o640
+    assert modes["history/run-b.json"] == 0o640 and modes["history/run-a.json"] == 0o644  # old runs are not rewritten
+
+
+@pytest.mark.parametrize("value, mode", [("0640", 0o640), ("640", 0o640), ("0600", 0o600), ("0644", 0o644),
+                                         ("0660", 0o660)])
+def test_parse_mode(value, mode):
+    assert parse_mode(value) == mode
+
+
+@pytest.mark.parametrize("value, message", [
+    (416, "mode: 416 is not a string; quote the mode, for example '0640' (YAML reads an unquoted 0640 as the number 416)"),
+    (None, "mode: None is not a string"),
+    ("0x1a0", "mode: '0x1a0' is not a file mode; give three octal digits with an optional leading 0, for example '0640'"),
+    ("u=rw,g=r", "mode: 'u=rw,g=r' is not a file mode"),
+    ("0648", "mode: '0648' is not a file mode"),
+    ("04750", "mode: '04750' is not a file mode"),
+    (" 0640", "mode: ' 0640' is not a file mode"),
+    ("", "mode: '' is not a file mode"),
+    ("0440", "mode: '0440' does not let the owner read and write the report (the next run reads report.json back); "
+             "use at least '0600'"),
+    ("0200", "mode: '0200' does not let the owner read and write"),
+])
+def test_a_bad_mode_is_refused_naming_it(value, message):
+    with pytest.raises(ReportStoreError) as err:
+        parse_mode(value)
+    assert str(err.value).startswith(message)
+
+
+@pytest.mark.parametrize("mode, directory", [(0o640, 0o750), (0o644, 0o755), (0o600, 0o700), (0o660, 0o770)])
+def test_dir_mode(mode, directory):
+    assert dir_mode(mode) == directory
+
+
+# --- pruning ---------------------------------------------------------------------------------
+
+def _history_file(history, name, mtime):
+    path = os.path.join(str(history), name)
+    with open(path, "w") as fh:
+        fh.write("{}")
+    os.utime(path, (mtime, mtime))
+    return path
+
+
+@pytest.mark.parametrize("keep", [1, 2, 3])
+def test_pruning_keeps_the_current_runs_file_whatever_its_mtime(tmp_path, keep):
+    # This run's file looks the oldest (a clock set back, a copied directory); others are newer.
+    own = _history_file(tmp_path, "run-z.json", 1000)
+    others = [_history_file(tmp_path, "run-%d.json" % index, 2000 + index) for index in range(4)]
+    pruned = prune_history(str(tmp_path), keep, own)
+    left = sorted(os.listdir(str(tmp_path)))
+    assert "run-z.json" in left and own not in pruned
+    # this run counts towards keep_history; the newest of the others fill the rest
+    newest = others[len(others) - (keep - 1):]
+    assert left == sorted(["run-z.json"] + [os.path.basename(p) for p in newest])
+    assert sorted(pruned) == sorted(set(others) - set(os.path.join(str(tmp_path), n) for n in left))
+
+
+def test_publish_keep_one_keeps_its_own_file_among_newer_ones(tmp_path, records):
+    history = tmp_path / "history"
+    history.mkdir()
+    future = time.time() + 3600
+    for index in range(3):
+        _history_file(history, "run-future-%d.json" % index, future + index)
+    _report, stored = _publish(tmp_path, records, None, "run-now", keep=1)
+    assert os.listdir(str(history)) == ["run-now.json"]
+    assert len(stored["pruned"]) == 3
+    assert load_report(str(tmp_path / "report.json"))["run_id"] == "run-now"
+
+
+# --- the lock --------------------------------------------------------------------------------
+
+# Holds the report directory's lock until told to go on stdin (or until killed).
+_HOLDER = textwrap.dedent("""
+    import os, sys
+    from ansible_collections.sipguard.firewall.plugins.module_utils.report_store import lock
+    with lock(sys.argv[1], sys.argv[2], timeout=0):
+        print("LOCKED", flush=True)
+        sys.stdin.readline()
+    print("RELEASED", flush=True)
+    sys.stdin.readline()
+""")
+
+
+@pytest.fixture()
+def holder(tmp_path):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    procs = []
+
+    def start(report_dir, run_id="run-holder"):
+        proc = subprocess.Popen([sys.executable, "-c", _HOLDER, str(report_dir), run_id], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        procs.append(proc)
+        assert proc.stdout.readline().strip() == "LOCKED", proc.stderr.read()
+        return proc
+
+    yield start
+    for proc in procs:
+        proc.kill()
+        proc.wait()
+
+
+def test_a_second_run_times_out_naming_the_directory_and_the_holder(tmp_path, holder):
+    proc = holder(tmp_path, "20261125T140000Z-abc123")
+    with pytest.raises(ReportStoreError) as err:
+        with lock(str(tmp_path), "run-b", timeout=1):
+            pytest.fail("got the lock another process holds")
+    message = str(err.value)
+    assert message.startswith("report_dir: %s is locked by another run (pid %d on %s, run_id 20261125T140000Z-abc123, "
+                              "since " % (tmp_path, proc.pid, socket.gethostname())), message
+    assert message.endswith("gave up after 1 seconds (lock_timeout). Wait for that run to finish, or raise lock_timeout")
+
+
+def test_a_second_run_waits_for_the_first(tmp_path, holder):
+    proc = holder(tmp_path)
+    released = []
+
+    def release():
+        time.sleep(0.5)
+        released.append(True)
+        proc.stdin.write("\n")
+        proc.stdin.flush()
+
+    thread = threading.Thread(target=release)
+    thread.start()
+    try:
+        with lock(str(tmp_path), "run-b", timeout=60) as path:
+            assert released == [True]  # acquired only after the holder was told to let go
+            assert proc.stdout.readline().strip() == "RELEASED"
+            with open(path) as fh:
+                assert json.load(fh)["pid"] == os.getpid()
+    finally:
+        thread.join()
+
+
+def test_a_killed_holder_leaves_no_stuck_lock(tmp_path, holder):
+    proc = holder(tmp_path)
+    with pytest.raises(ReportStoreError):
+        with lock(str(tmp_path), "run-b", timeout=0):
+            pass
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert os.path.exists(str(tmp_path / LOCK_FILE))  # the file stays; it is not the lock
+    with lock(str(tmp_path), "run-c", timeout=0):
+        with open(str(tmp_path / LOCK_FILE)) as fh:
+            assert json.load(fh)["run_id"] == "run-c"
+
+
+def test_two_holders_in_one_process_exclude_each_other(tmp_path):
+    # flock(2) locks belong to the open file, not the process (fcntl record locks would let both in).
+    with lock(str(tmp_path), "run-a", timeout=0):
+        with pytest.raises(ReportStoreError) as err:
+            with lock(str(tmp_path), "run-b", timeout=0):
+                pass
+        assert "pid %d" % os.getpid() in str(err.value) and "run_id run-a" in str(err.value)
+    with lock(str(tmp_path), "run-c", timeout=0):
+        pass
+
+
+def test_a_lock_file_removed_while_a_run_waits_does_not_let_two_runs_in(tmp_path):
+    path = str(tmp_path / LOCK_FILE)
+    with lock(str(tmp_path), "run-a", timeout=0):
+        waiter = report_store._open_lock_file(path, 0o640)  # a run that opened the file and waits
+        os.unlink(path)  # someone removes the lock file
+    try:
+        with lock(str(tmp_path), "run-b", timeout=0):  # a later run creates a new file and locks it
+            # the waiter now gets the old, unlinked file's lock, which excludes nobody: not the lock
+            assert report_store._try_lock(waiter, path) is True
+            assert report_store._is_current(waiter, path) is False
+            with pytest.raises(ReportStoreError):
+                with lock(str(tmp_path), "run-c", timeout=0):
+                    pass
+    finally:
+        os.close(waiter)
+
+
+def test_unlinked_lock_file_is_retried(tmp_path, monkeypatch):
+    # The file is replaced between open and flock: the lock taken is on the old file; try again.
+    calls = []
+    real = report_store._is_current
+
+    def first_stale(fd, path):
+        calls.append(path)
+        return False if len(calls) == 1 else real(fd, path)
+
+    monkeypatch.setattr(report_store, "_is_current", first_stale)
+    with lock(str(tmp_path), "run-a", timeout=5):
+        pass
+    assert len(calls) == 2
+
+
+@pytest.mark.parametrize("kind", ["symlink", "hardlink", "directory"])
+def test_a_lock_file_that_is_not_a_plain_file_is_refused(tmp_path, kind):
+    target = tmp_path / "secret"
+    target.write_text("do not truncate")
+    report_dir = tmp_path / "r"
+    report_dir.mkdir()
+    path = str(report_dir / LOCK_FILE)
+    if kind == "symlink":
+        os.symlink(str(target), path)
+    elif kind == "hardlink":
+        os.link(str(target), path)
+    else:
+        os.mkdir(path)
+    with pytest.raises(ReportStoreError) as err:
+        with lock(str(report_dir), "run-a", timeout=0):
+            pass
+    assert path in str(err.value) and "remove it" in str(err.value), str(err.value)
+    assert target.read_text() == "do not truncate"
+
+
+def test_the_holder_information_is_printed_plain(tmp_path, holder):
+    holder(tmp_path)
+    with open(str(tmp_path / LOCK_FILE), "w") as fh:
+        json.dump({"pid": "1\n\x1b[31mred", "host": "h" * 200, "run_id": None}, fh)
+    with pytest.raises(ReportStoreError) as err:
+        with lock(str(tmp_path), "run-b", timeout=0):
+            pass
+    message = str(err.value)
+    assert "\x1b" not in message and "\n" not in message and "h" * 65 not in message
+    assert "pid 1???31mred on " in message and "run_id None" in message
