@@ -23,6 +23,13 @@ description:
   - Every file is written to a temporary file in the same directory, fsync'ed and renamed over the
     old one; C(report.json) is written last, so a run killed at any moment leaves the previous
     baseline and the history intact.
+  - One run at a time per O(report_dir). A run holds an exclusive lock (flock(2) on the file
+    C(.sipguard.lock) in O(report_dir)) from reading the baseline to pruning the history, so a second
+    run waits and then compares with the first one's report. After O(lock_timeout) seconds it fails
+    naming the directory and the holder (pid, host, run id). The kernel releases the lock when the
+    holding process ends, also when it is killed; the file stays and is not the lock itself.
+  - The files hold the fleet's rules, listeners and SIP banners, so they are written with O(mode)
+    (default C(0640)).
   - "Runs on the controller: use it with C(delegate_to: localhost) and C(run_once: true)."
   - On a local connection without become or async, the collection's action plugin of the same name writes
     the report in Ansible's own process (no second Python start); anywhere else this module runs. Both check
@@ -61,8 +68,11 @@ options:
     default: []
   report_dir:
     description:
-      - Directory on the controller for the report files; created when missing.
+      - Directory on the controller for the report files.
       - Its C(report.json) is the baseline the changes are computed against.
+      - When missing it is created (with its missing parents and C(history/)) with O(mode) plus search
+        permission wherever O(mode) gives read, so C(0750) for the default C(0640). An existing directory
+        keeps its own mode and owner.
     type: path
     required: true
   merge_from:
@@ -106,6 +116,24 @@ options:
     description:
       - Where readers can find C(report.html) (for example a CI artifact URL); only used in RV(alert).
     type: str
+  mode:
+    description:
+      - Permissions of the files this run writes (the report files, the history file, the lock file),
+        as a quoted string of octal digits, for example V('0640') or V('0644').
+      - Files are replaced, never modified in place, so every written file gets this mode; history files
+        of earlier runs keep theirs.
+      - The owner must keep read and write (the next run reads C(report.json) back). A number is refused
+        (YAML reads an unquoted C(0640) as 416).
+    type: raw
+    default: '0640'
+    version_added: 1.2.0
+  lock_timeout:
+    description:
+      - Seconds to wait for another run that holds the lock on O(report_dir); then the task fails naming that run.
+      - V(0) fails at once. Not used in check mode, which takes no lock and writes nothing.
+    type: int
+    default: 300
+    version_added: 1.2.0
 notes:
   - The schema of C(report.json) and of the changes is in C(docs/report-schema.md).
 seealso:
@@ -123,6 +151,15 @@ EXAMPLES = r"""
   delegate_to: localhost
   run_once: true
   register: fleet
+
+- name: Write a report the web server's group may read, waiting at most a minute for another run
+  sipguard.firewall.fleet_report:
+    records: "{{ my_records }}"
+    report_dir: /srv/www/sipguard
+    mode: '0640'
+    lock_timeout: 60
+  delegate_to: localhost
+  run_once: true
 
 - name: Merge the reports of three AWX job slices into the fleet report
   sipguard.firewall.fleet_report:
