@@ -13,6 +13,8 @@ import pytest
 
 from conftest import TESTS, adhoc
 
+from ansible_collections.sipguard.firewall.plugins.module_utils.report_store import lock
+
 sys.path.insert(0, os.path.join(TESTS, "unit"))
 import record_fixtures  # noqa: E402  (the recorded lab host records)
 
@@ -56,7 +58,10 @@ def test_in_process_and_module_write_the_same_report(records):
         results[as_module] = without_times(result)
         with open(os.path.join(report_dir, "report.json")) as fh:
             written[as_module] = without_times(json.load(fh))
-        assert sorted(os.listdir(report_dir)) == ["history", "junit.xml", "report.html", "report.json", "report.md"]
+        assert sorted(os.listdir(report_dir)) == [".sipguard.lock", "history", "junit.xml", "report.html", "report.json",
+                                                  "report.md"]
+        assert set(oct(os.stat(os.path.join(report_dir, name)).st_mode & 0o777) for name in os.listdir(report_dir)
+                   if name.startswith("report.")) == {"0o640"}
     assert written[False] == written[True]
     assert written[False]["run_id"] == RUN_ID and len(written[False]["hosts"]) == len(records)
     assert results[False] == results[True]
@@ -67,6 +72,10 @@ def test_in_process_and_module_write_the_same_report(records):
     ({"keep_history": -1}, "keep_history: -1 is negative; use 0 to keep no history"),
     ({"run_id": "../x"}, "run_id"),
     ({"bogus": 1}, "Unsupported parameters for (sipguard.firewall.fleet_report) module: bogus"),
+    ({"mode": 416}, "mode: 416 is not a string; quote the mode, for example '0640' (YAML reads an unquoted 0640 as the number 416)"),
+    ({"mode": "0x1a0"}, "mode: '0x1a0' is not a file mode"),
+    ({"mode": "0400"}, "mode: '0400' does not let the owner read and write the report"),
+    ({"lock_timeout": -5}, "lock_timeout: -5 is negative"),
 ])
 def test_in_process_and_module_refuse_bad_input_alike(records, args, message):
     messages = []
@@ -92,3 +101,20 @@ def test_check_mode_in_process_writes_nothing(records):
     status, result = report({"records": records, "report_dir": report_dir}, False, check=True)
     assert status == "CHANGED" and result["written"], result  # what a real run would write
     assert os.listdir(report_dir) == []
+
+
+def test_a_locked_report_dir_fails_alike_naming_the_holder(records):
+    """Another run holds the directory's lock: in-process and module wait lock_timeout, then fail
+    with the same message naming that run (this test's own process holds the lock)."""
+    report_dir = tempfile.mkdtemp(prefix="sipguard-action-")
+    with lock(report_dir, "20261125T110000Z-holder", timeout=0):
+        results = [report({"records": records, "report_dir": report_dir, "lock_timeout": 1}, as_module)
+                   for as_module in (False, True)]
+    for status, result in results:
+        assert status == "FAILED", result
+        assert result["msg"].startswith("report_dir: %s is locked by another run (pid %d on " % (report_dir, os.getpid())), result
+        assert "run_id 20261125T110000Z-holder" in result["msg"] and "gave up after 1 seconds (lock_timeout)" in result["msg"]
+    assert os.listdir(report_dir) == [".sipguard.lock"]  # nothing else written
+    # released: the next run goes through
+    status, result = report({"records": records, "report_dir": report_dir, "lock_timeout": 0}, False)
+    assert status == "CHANGED", result

@@ -76,13 +76,14 @@ def _write_records(directory, records):
         (directory / ("%s.json" % host)).write_text(json.dumps(records[host]))
 
 
-def _play(fleet, records, extra=None, check=False):
+def _play(fleet, records, extra=None, check=False, extra_args=()):
     _write_records(fleet / "records", records)
     variables = {"records_dir": str(fleet / "records"), "sipguard_report_dir": str(fleet / "report")}
     variables.update(extra or {})
     argv = [ANSIBLE_PLAYBOOK, "-i", str(fleet / "inventory.ini"), PLAYBOOK, "-e", json.dumps(variables)]
     if check:
         argv.append("--check")
+    argv += list(extra_args)
     env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=_collections_path(), ANSIBLE_NOCOLOR="1",
                ANSIBLE_DEPRECATION_WARNINGS="False", ANSIBLE_RETRY_FILES_ENABLED="False")
     proc = subprocess.run(argv, cwd=str(fleet), text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -103,7 +104,12 @@ def test_report_role_runs_tracks_changes_alerts_and_gates(fleet, webhook):
     rc, out = _play(fleet, records)
     assert rc == 0, out
     assert sorted(os.listdir(str(fleet / "report"))) == [
-        "history", "junit.xml", "report.html", "report.json", "report.md"]
+        ".sipguard.lock", "history", "junit.xml", "report.html", "report.json", "report.md"]
+    # the role created the directory: 0750, files 0640 (they hold the fleet's rules and banners)
+    assert oct(os.stat(str(fleet / "report")).st_mode & 0o777) == "0o750"
+    for name in ("report.json", "report.html", "report.md", "junit.xml", ".sipguard.lock"):
+        assert oct(os.stat(str(fleet / "report" / name)).st_mode & 0o777) in ("0o640", "0o600"), name
+    assert oct(os.stat(str(fleet / "report" / "report.json")).st_mode & 0o777) == "0o640"
     report_a = _report(fleet)
     assert sorted(report_a["hosts"]) == sorted(HOSTS + [GONE])
     assert report_a["hosts"][GONE]["reachable"] is False and report_a["hosts"][GONE]["compliant"] is False
@@ -168,3 +174,19 @@ def test_report_role_merges_limit_batches_into_the_fleet_report(fleet):
     keys = ("schema", "baseline", "summary", "hosts", "changes")
     assert dict((k, merged[k]) for k in keys) == dict((k, single[k]) for k in keys)
     assert [s["hosts"] for s in merged["sources"]] == [2, 2, 2]
+
+
+def test_report_role_mode(fleet):
+    """sipguard_report_mode reaches every written file; an unquoted (YAML octal) mode is refused by name."""
+    records = F.load_records()
+    rc, out = _play(fleet, records, {"sipguard_report_mode": "0600"})
+    assert rc == 0, out
+    report_dir = fleet / "report"
+    assert oct(os.stat(str(report_dir)).st_mode & 0o777) == "0o700"
+    for name in ("report.json", "report.html", "report.md", "junit.xml"):
+        assert oct(os.stat(str(report_dir / name)).st_mode & 0o777) == "0o600", name
+    before = (report_dir / "report.json").read_bytes()
+    (fleet / "vars.yml").write_text("sipguard_report_mode: 0640\n")  # unquoted: YAML reads 416
+    rc, out = _play(fleet, records, {}, extra_args=["-e", "@" + str(fleet / "vars.yml")])
+    assert rc != 0 and "mode: 416 is not a string; quote the mode, for example '0640'" in out, out
+    assert (report_dir / "report.json").read_bytes() == before
