@@ -216,7 +216,26 @@ def _holder(path):
         return "holder unknown (%s has no holder information)" % path
     # The file is writable by anyone who can write the directory: print only short plain values.
     fields = dict((key, re.sub(r"[^\w.:@+-]", "?", str(info.get(key)))[:64]) for key in ("pid", "host", "run_id", "since"))
-    return "pid %(pid)s on %(host)s, run_id %(run_id)s, since %(since)s" % fields
+    text = "pid %(pid)s on %(host)s, run_id %(run_id)s, since %(since)s" % fields
+    if info.get("host") == socket.gethostname() and isinstance(info.get("pid"), int) and not _alive(info["pid"]):
+        # The run that wrote this is gone, yet the file is locked: a process it left (or any
+        # process that can open the file) holds it.
+        text += "; that process is gone, another one holds the file locked (find it with: fuser -v %s)" % path
+    return text
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except OSError as exc:
+        return exc.errno != errno.ESRCH
+    return True
+
+
+def lock_mode(mode):
+    """The lock file's mode for report files of ``mode``: only who may write the report may open it
+    (whoever can open it can flock it and hold every run off)."""
+    return 0o600 | (0o060 if mode & 0o020 else 0) | (0o006 if mode & 0o002 else 0)
 
 
 @contextlib.contextmanager
@@ -229,12 +248,13 @@ def lock(report_dir, run_id, timeout=LOCK_TIMEOUT, mode=0o640):
     loses them when it closes any descriptor of the file.) The holder writes its pid, host, run_id
     and start time into the file so that a waiter that gives up can say who holds it. A waiter
     checks that the file it locked is still the one at the path, in case it was removed meanwhile.
+    ``mode`` is the report files' mode; a new lock file gets lock_mode(mode).
     """
     path = os.path.join(report_dir, LOCK_FILE)
     deadline = time.monotonic() + timeout
     delay = 0.05
     while True:
-        fd = _open_lock_file(path, mode)
+        fd = _open_lock_file(path, lock_mode(mode))
         try:
             if _try_lock(fd, path) and _is_current(fd, path):
                 break
@@ -252,8 +272,11 @@ def lock(report_dir, run_id, timeout=LOCK_TIMEOUT, mode=0o640):
     try:
         holder = {"pid": os.getpid(), "host": socket.gethostname(), "run_id": run_id,
                   "since": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
-        os.ftruncate(fd, 0)
-        os.write(fd, (json.dumps(holder, sort_keys=True) + "\n").encode("utf-8"))
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, (json.dumps(holder, sort_keys=True) + "\n").encode("utf-8"))
+        except OSError:
+            pass  # only for a waiter's message (a full disk fails the report's own writes with a message)
         yield path
     finally:
         os.close(fd)  # releases the lock

@@ -118,8 +118,10 @@ options:
     type: str
   mode:
     description:
-      - Permissions of the files this run writes (the report files, the history file, the lock file),
-        as a quoted string of octal digits, for example V('0640') or V('0644').
+      - Permissions of the files this run writes (the report files and its history file), as a quoted
+        string of octal digits, for example V('0640') or V('0644').
+      - A new lock file is C(0600), or C(0660) when O(mode) lets the group write (whoever can open it can
+        lock it and hold every run off).
       - Files are replaced, never modified in place, so every written file gets this mode; history files
         of earlier runs keep theirs.
       - The owner must keep read and write (the next run reads C(report.json) back). A number is refused

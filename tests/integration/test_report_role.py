@@ -91,6 +91,10 @@ def _play(fleet, records, extra=None, check=False, extra_args=()):
     return proc.returncode, proc.stdout + proc.stderr
 
 
+def report_a_id(fleet):
+    return "%s.json" % _report(fleet)["run_id"]
+
+
 def _report(fleet):
     with open(str(fleet / "report" / "report.json")) as fh:
         return json.load(fh)
@@ -107,9 +111,10 @@ def test_report_role_runs_tracks_changes_alerts_and_gates(fleet, webhook):
         ".sipguard.lock", "history", "junit.xml", "report.html", "report.json", "report.md"]
     # the role created the directory: 0750, files 0640 (they hold the fleet's rules and banners)
     assert oct(os.stat(str(fleet / "report")).st_mode & 0o777) == "0o750"
-    for name in ("report.json", "report.html", "report.md", "junit.xml", ".sipguard.lock"):
-        assert oct(os.stat(str(fleet / "report" / name)).st_mode & 0o777) in ("0o640", "0o600"), name
-    assert oct(os.stat(str(fleet / "report" / "report.json")).st_mode & 0o777) == "0o640"
+    for name in ("report.json", "report.html", "report.md", "junit.xml", "history/" + report_a_id(fleet)):
+        assert oct(os.stat(str(fleet / "report" / name)).st_mode & 0o777) == "0o640", name
+    # only who may write the report may open (and so lock) the lock file
+    assert oct(os.stat(str(fleet / "report" / ".sipguard.lock")).st_mode & 0o777) == "0o600"
     report_a = _report(fleet)
     assert sorted(report_a["hosts"]) == sorted(HOSTS + [GONE])
     assert report_a["hosts"][GONE]["reachable"] is False and report_a["hosts"][GONE]["compliant"] is False

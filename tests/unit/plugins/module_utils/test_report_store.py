@@ -10,6 +10,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import fcntl
 import glob
 import json
 import os
@@ -32,6 +33,7 @@ from ansible_collections.sipguard.firewall.plugins.module_utils.report_store imp
     dir_mode,
     load_report,
     lock,
+    lock_mode,
     parse_mode,
     prune_history,
     publish,
@@ -456,3 +458,35 @@ def test_the_holder_information_is_printed_plain(tmp_path, holder):
     message = str(err.value)
     assert "\x1b" not in message and "\n" not in message and "h" * 65 not in message
     assert "pid 1???31mred on " in message and "run_id None" in message
+
+
+def test_a_lock_held_by_a_leftover_process_says_so(tmp_path):
+    # The run that wrote the lock file died, but a process that has the file open (a child it forked,
+    # anyone who can open it) still holds the lock: the message must not blame the dead run alone.
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    path = str(tmp_path / LOCK_FILE)
+    with open(path, "w") as fh:
+        json.dump({"pid": dead.pid, "host": socket.gethostname(), "run_id": "run-dead", "since": "x"}, fh)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        with pytest.raises(ReportStoreError) as err:
+            with lock(str(tmp_path), "run-b", timeout=0):
+                pass
+    finally:
+        os.close(fd)
+    assert "pid %d on %s, run_id run-dead" % (dead.pid, socket.gethostname()) in str(err.value)
+    assert "that process is gone, another one holds the file locked (find it with: fuser -v %s)" % path in str(err.value)
+
+
+@pytest.mark.parametrize("mode, expected", [(0o640, 0o600), (0o644, 0o600), (0o600, 0o600), (0o660, 0o660),
+                                            (0o666, 0o666)])
+def test_only_who_may_write_the_report_may_open_the_lock_file(tmp_path, mode, expected):
+    assert lock_mode(mode) == expected
+    old = os.umask(0)
+    try:
+        with lock(str(tmp_path), "run-a", timeout=0, mode=mode) as path:
+            assert stat.S_IMODE(os.stat(path).st_mode) == expected
+    finally:
+        os.umask(old)
