@@ -27,6 +27,7 @@ from ansible_collections.sipguard.firewall.plugins.module_utils.report import (
     gate,
     gate_message,
     merge_reports,
+    normalize_records,
     render_markdown,
 )
 from ansible_collections.sipguard.firewall.plugins.module_utils.report_store import (
@@ -69,7 +70,8 @@ def _now():
 def run(params, check_mode=False):
     """Build (or merge), gate and publish the report; return the task result (raises TaskError).
 
-    Everything that can be refused is checked before the report directory is touched. Outside
+    The options, the records and merge_from are checked before the report directory is touched
+    (only a corrupt baseline fails later, in a directory that exists). Outside
     check mode the directory's lock is held from reading the baseline to the last prune, so two
     runs into one directory run one after the other: the later one compares with the earlier
     one's report and cannot prune the history file the earlier one is still copying. Check mode
@@ -89,6 +91,7 @@ def run(params, check_mode=False):
     report_dir = params["report_dir"]
     check_writable(report_dir, create=False)
     records = params["records"] if params["records"] is not None else []
+    normalize_records(records)  # bad records fail here, before a missing report_dir is created
     slices = []
     for index, path in enumerate(params["merge_from"]):
         report = load_report(path, "merge_from[%d]: %s" % (index, path))

@@ -86,8 +86,10 @@ def test_configured_mode_and_a_new_directory(tmp_path):
     ({"mode": "0444"}, "mode: '0444' does not let the owner read and write the report"),
     ({"mode": "rw-r-----"}, "mode: 'rw-r-----' is not a file mode"),
     ({"lock_timeout": -1}, "lock_timeout: -1 is negative; use 0 to fail at once when another run holds the lock"),
+    ({"records": [{"host": "x"}]}, "records[0] (x): missing 'schema'"),
+    ({"merge_from": ["/nonexistent/report.json"]}, "merge_from[0]: /nonexistent/report.json does not exist"),
 ])
-def test_bad_mode_or_lock_timeout_is_refused_before_anything_is_written(tmp_path, args, message):
+def test_bad_input_is_refused_before_anything_is_written(tmp_path, args, message):
     report_dir = tmp_path / "report"
     result = action(tmp_path, report_dir=str(report_dir), **args).run(task_vars={})
     assert result["failed"] and result["msg"].startswith(message), result
