@@ -17,8 +17,10 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import os
 import re
 import socket
+import ssl
 import threading
 import time
 
@@ -26,6 +28,7 @@ from ansible_collections.sipguard.firewall.plugins.module_utils import sip
 from ansible_collections.sipguard.firewall.plugins.module_utils.sip_prober import SipProber
 
 HOST = "127.0.0.1"
+FIXTURES = os.path.join(os.path.dirname(__file__), "..", "..", "fixtures", "sip")
 TIMEOUT = 1.0
 RETRIES = 1
 # Scheduling noise on a shared 2-core box; the hostile peers' own threads compete for it too.
@@ -52,6 +55,8 @@ def head(request, status=b"200 OK"):
 
 class Peer(threading.Thread):
     """One loopback peer; ``behave(conn_or_addr, request)`` is what makes it hostile."""
+
+    tls = False
 
     def __init__(self, kind):
         super(Peer, self).__init__()
@@ -80,20 +85,28 @@ class Peer(threading.Thread):
                     else:
                         conn, _addr = self.sock.accept()
                         with conn:
-                            conn.settimeout(0.2)
-                            request = b""
-                            while b"\r\n\r\n" not in request and len(request) < 65536 and self.alive():
-                                chunk = conn.recv(4096)
-                                if not chunk:
-                                    break
-                                request += chunk
-                            self.behave(conn, request)
+                            conn.settimeout(0.5)
+                            self.serve(conn)
                 except socket.timeout:
                     continue
-                except OSError:
+                except (OSError, ssl.SSLError):
                     continue  # the prober closed the connection: the point of most peers
         finally:
             self.sock.close()
+
+    def serve(self, conn):
+        if self.tls:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(os.path.join(FIXTURES, "openssl__selfsigned-cert.pem"),
+                                os.path.join(FIXTURES, "test-only__selfsigned.key"))
+            conn = ctx.wrap_socket(conn, server_side=True)
+        request = b""
+        while b"\r\n\r\n" not in request and len(request) < 65536 and self.alive():
+            chunk = conn.recv(4096)
+            if not chunk:
+                break
+            request += chunk
+        self.behave(conn, request)
 
     def send(self, conn, data):
         conn.sendall(data)
@@ -146,6 +159,12 @@ class Flood(Peer):
                 continue
 
 
+class TlsFlood(Flood):
+    """The endless-headers flood, over TLS (the prober must drain what TLS already decrypted)."""
+
+    tls = True
+
+
 class Huge(Peer):
     """One complete, matching 200 OK whose Allow header is 260 KB, then silence."""
 
@@ -181,6 +200,17 @@ class UdpFlood(Peer):
                 time.sleep(0.001)
 
 
+class UdpGarbage(Peer):
+    """Answers from the probed port with bytes that are not SIP at all."""
+
+    def __init__(self):
+        super(UdpGarbage, self).__init__(socket.SOCK_DGRAM)
+
+    def behave(self, addr, request):
+        self.sock.sendto(b"\x00\x01garbage\xff" * 100, addr)
+        self.sent += 1300
+
+
 class UdpFolding(Peer):
     """Answers with one 60 KB datagram of never-ending folding (no end of headers)."""
 
@@ -207,6 +237,8 @@ def _peers():
         ("no-end-of-headers", NoEnd(socket.SOCK_STREAM), "tcp"),
         ("udp-flood", UdpFlood(), "udp"),
         ("udp-folding", UdpFolding(), "udp"),
+        ("udp-garbage", UdpGarbage(), "udp"),
+        ("tls-flood-headers", TlsFlood(lambda req: head(req), lambda req: b"X-Flood: aaaaaaaaaaaaaaaa\r\n"), "tls"),
         ("good-tcp", Good(socket.SOCK_STREAM), "tcp"),
         ("good-udp", Good(socket.SOCK_DGRAM), "udp"),
     ]
@@ -252,8 +284,14 @@ def test_hostile_peers_do_not_hold_up_the_run_and_every_probe_is_bounded():
         assert result["state"] == "open", report
     assert "cut" in named["huge-header"]["reason"], report
     assert named["huge-header"]["sip"]["status_code"] == 200, report
-    for name in ("flood-headers", "flood-folding", "flood-no-crlfcrlf", "trickle"):
-        assert "cut" in named[name]["reason"] or "no SIP response" in named[name]["reason"], report
+    for name in ("flood-headers", "flood-folding", "flood-no-crlfcrlf", "trickle", "no-end-of-headers",
+                 "tls-flood-headers", "udp-flood", "udp-folding"):
+        assert "cut" in named[name]["reason"], report
+    assert named["flood-garbage"]["reason"] == "syn-ack; non-SIP reply", report
+    assert named["udp-garbage"]["reason"] == "udp-response; not SIP", report
+    assert named["flood-provisional"]["reason"] == (
+        "sip-response (provisional only; reply cut: stream over %d bytes)" % sip.MAX_STREAM_BYTES), report
+    assert named["tls-flood-headers"]["tls"]["subject"] == "CN=sip.lab.invalid,O=sipguard lab", report
     # Buffered bytes per probe never exceed the cap, and what is read from one peer is bounded too.
     assert 0 < prober.peak_buffered <= sip.MAX_HEAD_BYTES, report
     assert prober.peak_received <= sip.MAX_STREAM_BYTES, report
