@@ -334,7 +334,8 @@ class _UdpProbe(_Probe):
             if not response_matches(response, self.branch, self.call_id):
                 # A stray datagram or someone else's transaction is ignored, but an answer from the
                 # probed port that is not SIP, or was cut before its Via/Call-ID, still proves it open.
-                if from_target and self.unmatched is None and (response is None or response.cut):
+                lost_ids = response is not None and response.cut and (response.branch is None or response.call_id is None)
+                if from_target and self.unmatched is None and (response is None or lost_ids):
                     why = "not SIP" if response is None else "reply cut: %s" % format_cut(response.cut)
                     self.unmatched = (why, self.elapsed_ms(now))
                 continue

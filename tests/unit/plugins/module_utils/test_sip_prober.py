@@ -269,6 +269,42 @@ def test_udp_answer_cut_by_the_parser_is_open_and_says_why():
     assert result["sip"]["allow"] == ["INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "NOTIFY"]
 
 
+def _answer_once(reply):
+    """A UDP socket on loopback that answers the first datagram with ``reply`` (bytes or a function
+    of the request); the thread ends after one answer or 3 s."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.settimeout(3)
+
+    def serve():
+        try:
+            request, peer = sock.recvfrom(65535)
+            sock.sendto(reply(request) if callable(reply) else reply, peer)
+        except OSError:
+            pass
+        finally:
+            sock.close()
+
+    thread = threading.Thread(target=serve)
+    thread.daemon = True
+    port = sock.getsockname()[1]
+    thread.start()
+    return port, thread
+
+
+def test_udp_answer_cut_before_its_via_and_call_id_is_open():
+    def reply(request):
+        # Our own Via and Call-ID, but after more headers than the parser reads.
+        ids = request.split(b"\r\n", 1)[1]
+        return b"SIP/2.0 200 OK\r\n" + b"X-Pad: y\r\n" * 300 + ids
+    port, thread = _answer_once(reply)
+    result = probe_one("127.0.0.1", port, "udp", retries=2)
+    thread.join(5)
+    assert result["state"] == "open"
+    assert result["reason"] == "udp-response; reply cut: over 256 headers"
+    assert result["sip"] is None
+
+
 @pytest.mark.skipif(not has_ipv6_loopback(), reason="no ::1")
 def test_udp_ipv6_open_and_closed():
     with Server(socket.SOCK_DGRAM, host="::1", reply=fixture("kamailio-5.6__options-200-ipv6.sip")) as server:
