@@ -59,7 +59,9 @@ SipResponse = collections.namedtuple(
         "branch",
         "cseq",
         "content_length",  # None when the header is missing
+        "cut",  # tuple of reasons why parts of the response were left out (empty when none were)
     ],
+    defaults=((),),
 )
 
 
@@ -95,8 +97,24 @@ _STATUS_LINE = re.compile(r"^SIP/(\d+)\.(\d+)[ \t]+(\d{3})(?:[ \t]+(.*))?$", re.
 _BRANCH = re.compile(r";[ \t]*branch[ \t]*=[ \t]*([^;,\s]+)", re.IGNORECASE)
 _HEADER_NAME = re.compile(r"^[!-9;-~]+$")  # token characters: printable ASCII except ':'
 
-# A stream (TCP/TLS) peer that sends this much without a complete SIP head is not SIP.
+_NOT_CRLF = re.compile(br"[^\r\n]")
+_HEAD_END = re.compile(br"\n\r?\n")  # the blank line after the headers (CRLF or bare LF)
+_CONTENT_LENGTH = re.compile(br"(?im)^[ \t]*(?:content-length|l)[ \t]*:[ \t]*([0-9]{1,10})[ \t]*\r?$")
+_DECIMAL = re.compile(r"[0-9]{1,10}\Z")
+
+# Hard caps of the response parser and the stream framer. A real OPTIONS answer is a few
+# hundred bytes with 10-30 headers; these leave a wide margin and still bound a hostile peer.
+# At most this much of a message head is read (status line and headers)...
 MAX_HEAD_BYTES = 65536
+# ... at most this many header fields ...
+MAX_HEADERS = 256
+# ... at most this much of one header (after unfolding its continuation lines) ...
+MAX_HEADER_BYTES = 8192
+# ... and at most this many Allow or Supported items.
+MAX_LIST_ITEMS = 64
+# A stream (TCP/TLS) probe reads at most this much from a peer in all (bodies and any
+# messages before ours included), then gives its verdict with what it has.
+MAX_STREAM_BYTES = 1024 * 1024
 
 
 # ---------------------------------------------------------------------------
@@ -242,70 +260,118 @@ def build_options(target_host, target_port, transport, local_host, local_port, b
 # The response
 # ---------------------------------------------------------------------------
 
-def _split_list(values):
+def _split_list(name, values, cut):
+    """Comma-separated items of every ``values`` entry, de-duplicated in order, at most MAX_LIST_ITEMS."""
     items = []
+    seen = set()
     for value in values:
         for item in value.split(","):
             item = item.strip()
-            if item and item not in items:
-                items.append(item)
+            if not item or item in seen:
+                continue
+            if len(items) >= MAX_LIST_ITEMS:
+                cut.append("%s over %d items" % (name, MAX_LIST_ITEMS))
+                return items
+            seen.add(item)
+            items.append(item)
     return items
 
 
-def parse_response(data):
+def parse_response(data, cut=None):
     """Parse one SIP response; return a SipResponse, or None when it is not a SIP response.
 
     Tolerates what real devices send: LF-only line ends, compact header names, folded
     (continuation) lines, repeated headers, a missing Content-Length. Never raises on
     arbitrary input: anything unparseable is simply "not SIP" (None).
+
+    Linear in the input and bounded whatever the input: only the first MAX_HEAD_BYTES of the
+    head are read, at most MAX_HEADERS header fields, MAX_HEADER_BYTES per (unfolded) header
+    and MAX_LIST_ITEMS Allow/Supported items; the body is never looked at. What was left out
+    is listed in the result's ``cut`` (``cut``, when given, is a reason the caller already
+    knows, e.g. the stream ended before the end of the head).
     """
     try:
-        return _parse_response(data)
+        return _parse_response(data, cut)
     except Exception:  # pylint: disable=broad-except
         # The parser is fed by the network: a bug here must not kill a whole probe run.
         return None
 
 
-def _parse_response(data):
-    if isinstance(data, (bytes, bytearray, memoryview)):
-        text = bytes(data).decode("utf-8", "replace")
-    elif isinstance(data, str):
-        text = data
-    else:
+def _head_of(data):
+    """``(head, complete)``: the message head (bytes, without the blank line) at the start of ``data``.
+
+    Leading CR/LF (RFC 5626 keep-alives) are skipped. ``complete`` is False when no blank line
+    came within MAX_HEAD_BYTES; the head then ends at its last complete line. Data without any
+    blank line that fits the cap (a datagram that simply ends) is the head as it is.
+    """
+    if isinstance(data, str):
+        # Enough characters for MAX_HEAD_BYTES of keep-alives and MAX_HEAD_BYTES of head.
+        data = data[:2 * MAX_HEAD_BYTES + 4].encode("utf-8", "replace")
+    elif not isinstance(data, (bytes, bytearray)):
+        data = bytes(memoryview(data)[:2 * MAX_HEAD_BYTES + 4])
+    start = _NOT_CRLF.search(data, 0, MAX_HEAD_BYTES + 1)
+    if start is None:
+        return b"", len(data) <= MAX_HEAD_BYTES
+    window = data[start.start():start.start() + MAX_HEAD_BYTES + 3]
+    end = _HEAD_END.search(window)
+    if end is not None and end.start() < MAX_HEAD_BYTES:
+        return bytes(window[:end.start()]), True
+    if len(window) <= MAX_HEAD_BYTES:
+        return bytes(window), True
+    window = window[:MAX_HEAD_BYTES]
+    return bytes(window[:window.rfind(b"\n") + 1]), False
+
+
+def _parse_response(data, cut=None):
+    if not isinstance(data, (bytes, bytearray, memoryview, str)):
         return None
-    # Stream keep-alives (RFC 5626 CRLF pings) may precede a message.
-    text = text.lstrip("\r\n")
-    head = re.split(r"\r?\n\r?\n", text, maxsplit=1)[0]
-    lines = re.split(r"\r?\n", head)
-    if not lines:
-        return None
+    cuts = [] if cut is None else [cut]
+    head, complete = _head_of(data)
+    if not complete:
+        cuts.append("head over %d bytes" % MAX_HEAD_BYTES)
+    lines = head.decode("utf-8", "replace").split("\n")
     match = _STATUS_LINE.match(lines[0].strip())
     if not match or match.group(1) != "2" or match.group(2) != "0":
         return None
     status = int(match.group(3))
     if not 100 <= status <= 699:
         return None
-    reason_phrase = (match.group(4) or "").strip()
+    reason_phrase = (match.group(4) or "").strip()[:MAX_HEADER_BYTES]
 
-    unfolded = []
+    # RFC 3261 7.3.1: a line starting with whitespace continues the previous header. Each
+    # header's pieces are collected in a list and joined once (no quadratic concatenation).
+    headers = collections.OrderedDict()
+    parts = None  # pieces of the header being read; None while skipping a line that is no header
+    size = 0
+    name = None
+    count = 0
     for line in lines[1:]:
         if line[:1] in (" ", "\t"):
-            # RFC 3261 7.3.1: a line starting with whitespace continues the previous header.
-            if unfolded:
-                unfolded[-1] = unfolded[-1].rstrip() + " " + line.strip()
+            if parts is not None and size <= MAX_HEADER_BYTES:
+                piece = line.strip()
+                if piece:
+                    parts.append(piece)
+                    size += len(piece) + 1
             continue
-        unfolded.append(line)
-
-    headers = collections.OrderedDict()
-    for line in unfolded:
+        if parts is not None:
+            _add_header(headers, name, parts, size, cuts)
+            parts = None
         if ":" not in line:
             continue
-        name, value = line.split(":", 1)
-        name = name.strip().lower()
+        raw_name, value = line.split(":", 1)
+        name = raw_name.strip().lower()
         if not name or not _HEADER_NAME.match(name):
             continue
+        if count >= MAX_HEADERS:
+            cuts.append("over %d headers" % MAX_HEADERS)
+            break
+        count += 1
         name = COMPACT_HEADERS.get(name, name)
-        headers.setdefault(name, []).append(value.strip())
+        value = value.strip()
+        parts = [value] if value else []
+        size = len(value)
+    if parts is not None:
+        _add_header(headers, name, parts, size, cuts)
 
     def first(name):
         values = headers.get(name)
@@ -320,21 +386,42 @@ def _parse_response(data):
             branch = found.group(1)
     content_length = None
     length_text = first("content-length")
-    if length_text is not None and length_text.strip().isdigit():
-        content_length = int(length_text.strip())
+    if length_text is not None and _DECIMAL.match(length_text):
+        content_length = int(length_text)
+    allow = _split_list("allow", headers.get("allow", []), cuts)
+    supported = _split_list("supported", headers.get("supported", []), cuts)
     return SipResponse(
         status_code=status,
         reason_phrase=reason_phrase,
         headers=dict(headers),
         server=first("server"),
         user_agent=first("user-agent"),
-        allow=_split_list(headers.get("allow", [])),
-        supported=_split_list(headers.get("supported", [])),
+        allow=allow,
+        supported=supported,
         call_id=first("call-id"),
         branch=branch,
         cseq=first("cseq"),
         content_length=content_length,
+        cut=tuple(cuts),
     )
+
+
+def _add_header(headers, name, parts, size, cuts):
+    value = " ".join(parts)
+    if size > MAX_HEADER_BYTES:
+        value = value[:MAX_HEADER_BYTES]
+        # Most SIP headers are comma-separated lists: keep whole items, not half a method name.
+        if "," in value:
+            value = value[:value.rindex(",")].rstrip()
+        why = "%s header over %d bytes" % (name[:40], MAX_HEADER_BYTES)
+        if why not in cuts:
+            cuts.append(why)
+    headers.setdefault(name, []).append(value)
+
+
+def format_cut(cut):
+    """One line for a result's reason: ``allow header over 8192 bytes, over 256 headers``."""
+    return ", ".join(cut)
 
 
 def response_matches(response, branch, call_id):
@@ -346,39 +433,76 @@ def response_matches(response, branch, call_id):
     return response is not None and response.branch == branch and response.call_id == call_id
 
 
-def frame_stream_message(buf):
-    """Find one complete SIP message at the start of a TCP/TLS receive buffer.
+class StreamFramer:
+    """Cuts a TCP/TLS byte stream into SIP message heads, in linear time and bounded memory.
 
-    Returns ``(message_bytes, consumed)``; ``(None, 0)`` when more data is needed;
-    ``(None, -1)`` when the buffer cannot be SIP (head too large). Stream transports
-    require Content-Length (RFC 3261 18.3); when it is missing we take the head alone,
-    which is what a lenient client must do with a broken server.
+    ``room()`` says how much may be read now, ``feed(data)`` takes what was read and returns
+    the heads it completed. A stream transport frames by Content-Length (RFC 3261 18.3); a
+    missing one means no body, which is what a lenient client must assume of a broken server.
+    Bodies are counted and dropped, never kept: a response head is all a probe needs.
+
+    Bounds, whatever the peer sends: at most MAX_HEAD_BYTES are ever buffered (``peak``), at
+    most ``max_total`` bytes are read in all (``received``), and the search for the blank line
+    that ends a head resumes where it stopped, so a peer trickling one byte at a time costs
+    linear time. When a bound is hit, ``cut`` says which and reading stops.
     """
-    data = bytes(buf)
-    skipped = len(data) - len(data.lstrip(b"\r\n"))
-    data = data[skipped:]
-    end = data.find(b"\r\n\r\n")
-    sep = 4
-    if end < 0:
-        end = data.find(b"\n\n")
-        sep = 2
-    if end < 0:
-        if len(data) > MAX_HEAD_BYTES:
-            return None, -1
-        return None, 0
-    head = data[:end]
-    length = 0
-    for line in re.split(br"\r?\n", head)[1:]:
-        name, _sep, value = line.partition(b":")
-        if name.strip().lower() in (b"content-length", b"l") and value.strip().isdigit():
-            length = int(value.strip())
-            break
-    total = end + sep + length
-    if len(data) < total:
-        if total > MAX_HEAD_BYTES * 16:
-            return None, -1
-        return None, 0
-    return data[:total], skipped + total
+
+    def __init__(self, max_total=MAX_STREAM_BYTES):
+        self.max_total = max_total
+        self.buffer = bytearray()
+        self.received = 0
+        self.peak = 0
+        self.cut = None
+        self._scan = 0  # the blank-line search resumes here
+        self._skip = 0  # body bytes still to drop
+
+    def room(self):
+        """How many bytes may be read now; 0 once a bound is reached."""
+        if self.cut is not None:
+            return 0
+        return max(0, min(self.max_total - self.received, self._skip + MAX_HEAD_BYTES - len(self.buffer)))
+
+    def feed(self, data):
+        """Take bytes read from the stream; return the list of complete heads (bytes) they ended."""
+        data = memoryview(data)
+        self.received += len(data)
+        if self._skip:
+            dropped = min(self._skip, len(data))
+            self._skip -= dropped
+            data = data[dropped:]
+        self.buffer += data
+        self.peak = max(self.peak, len(self.buffer))
+        heads = []
+        while self.buffer and self.cut is None:
+            if self._scan == 0 and self.buffer[0] in (10, 13):
+                start = _NOT_CRLF.search(self.buffer)
+                del self.buffer[:len(self.buffer) if start is None else start.start()]
+                continue
+            end = _HEAD_END.search(self.buffer, max(0, self._scan - 2))
+            if end is None:
+                self._scan = len(self.buffer)
+                if len(self.buffer) >= MAX_HEAD_BYTES:
+                    self.cut = "head over %d bytes" % MAX_HEAD_BYTES
+                break
+            head = bytes(self.buffer[:end.end()])
+            heads.append(head)
+            length = _content_length(head)
+            used = min(len(self.buffer), end.end() + length)
+            self._skip = end.end() + length - used
+            del self.buffer[:used]
+            self._scan = 0
+        if self.cut is None and self.received >= self.max_total:
+            self.cut = "stream over %d bytes" % self.max_total
+        return heads
+
+    def partial(self):
+        """The complete lines of an unfinished head (bytes; empty when none was started)."""
+        return bytes(self.buffer[:self.buffer.rfind(b"\n") + 1])
+
+
+def _content_length(head):
+    found = _CONTENT_LENGTH.search(head)
+    return int(found.group(1)) if found else 0
 
 
 def sip_summary(response):

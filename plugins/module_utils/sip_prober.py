@@ -37,13 +37,15 @@ from ansible_collections.sipguard.firewall.plugins.module_utils.sip import (
     DEFAULT_RATE,
     DEFAULT_RETRIES,
     DEFAULT_TIMEOUT,
+    MAX_STREAM_BYTES,
     USER_AGENT,
+    StreamFramer,
     build_options,
     check_probe_options,
     check_targets,
     classify_connect_error,
     classify_icmp,
-    frame_stream_message,
+    format_cut,
     looks_like_sip,
     new_dialog_ids,
     parse_certificate_der,
@@ -72,9 +74,11 @@ _SOCK_EE = struct.Struct("=IBBBBII")
 IcmpError = collections.namedtuple("IcmpError", ["errno", "origin", "type", "code", "offender", "dest"])
 
 _RECV_CHUNK = 65535
-_MAX_STREAM_BUFFER = 1024 * 1024
-# Bounded loops: never drain a socket forever if a peer floods it.
+# Bounded loops: never drain a socket forever if a peer floods it. One event handles at most
+# this many reads and this many bytes, so a flooding peer gets its turn like every other
+# probe and cannot hold up the loop (sockets are level-triggered: the rest waits for the next turn).
 _MAX_READS_PER_EVENT = 64
+_MAX_BYTES_PER_EVENT = 65536
 
 
 class ProbeEngineError(RuntimeError):
@@ -256,6 +260,10 @@ class _UdpProbe(_Probe):
     def start(self, now):
         self.attempts = 0
         self.provisional = None
+        # (why, rtt) of the first datagram from the probed address and port that was not SIP or
+        # was cut before it could be matched: the port answered, so it is open whatever follows.
+        self.unmatched = None
+        self.parsed = 0
         self.sock = self._new_socket(socket.SOCK_DGRAM)
         if self.engine.source:
             local_ip = self.engine.source
@@ -299,7 +307,10 @@ class _UdpProbe(_Probe):
         if icmp is not None and (icmp.dest is None or icmp.dest[1] == self.spec.port):
             self._finish_icmp(icmp, now)
             return
+        budget = _MAX_BYTES_PER_EVENT
         for _attempt in range(_MAX_READS_PER_EVENT):
+            if budget <= 0:
+                return
             try:
                 data, peer = self.sock.recvfrom(_RECV_CHUNK)
             except (BlockingIOError, InterruptedError):
@@ -311,12 +322,28 @@ class _UdpProbe(_Probe):
                     self._finish_icmp(icmp, now)
                     return
                 continue
+            from_target = peer[0] == self.address and peer[1] == self.spec.port
+            if self.parsed >= MAX_STREAM_BYTES:
+                # A flood: what is parsed per probe is bounded like a stream's; the rest is dropped.
+                if from_target and self.unmatched is None:
+                    self.unmatched = ("over %d bytes of replies" % MAX_STREAM_BYTES, self.elapsed_ms(now))
+                continue
+            self.parsed += len(data)
+            budget -= len(data)
             response = parse_response(data)
             if not response_matches(response, self.branch, self.call_id):
-                continue  # stray datagram or someone else's transaction
+                # A stray datagram or someone else's transaction is ignored, but an answer from the
+                # probed port that is not SIP, or was cut before its Via/Call-ID, still proves it open.
+                lost_ids = response is not None and response.cut and (response.branch is None or response.call_id is None)
+                if from_target and self.unmatched is None and (response is None or lost_ids):
+                    why = "not SIP" if response is None else "reply cut: %s" % format_cut(response.cut)
+                    self.unmatched = (why, self.elapsed_ms(now))
+                continue
             reason = "sip-response"
-            if peer[0] != self.address or peer[1] != self.spec.port:
+            if not from_target:
                 reason = "sip-response from %s:%d" % (uri_host(peer[0]), peer[1])
+            if response.cut:
+                reason += " (cut: %s)" % format_cut(response.cut)
             if response.status_code < 200:
                 # Provisional: the port is open, but keep waiting for the final answer.
                 self.provisional = (reason, self.elapsed_ms(now), sip_summary(response))
@@ -328,6 +355,9 @@ class _UdpProbe(_Probe):
         if self.provisional is not None:
             reason, rtt, sip = self.provisional
             self.finish("open", reason + " (provisional only)", rtt, sip)
+        elif self.unmatched is not None:
+            why, rtt = self.unmatched
+            self.finish("open", "udp-response; %s" % why, rtt)
         elif self.attempts <= self.engine.retries:
             self.engine.queue_retransmit(self)
         else:
@@ -344,7 +374,7 @@ class _StreamProbe(_Probe):
     def start(self, now):
         self.phase = "connect"
         self.tls = None
-        self.buffer = bytearray()
+        self.framer = StreamFramer()
         self.outbuf = b""
         self.connect_rtt = None
         self.provisional = None
@@ -446,9 +476,15 @@ class _StreamProbe(_Probe):
         self.engine.modify(self, selectors.EVENT_READ)
 
     def _on_receive(self, now):
+        framer = self.framer
+        budget = _MAX_BYTES_PER_EVENT
         for _attempt in range(_MAX_READS_PER_EVENT):
+            room = framer.room()
+            # TLS may hold decrypted bytes the socket no longer signals: read those before stopping.
+            if not room or budget <= 0 and not (self.tls is not None and self.sock.pending()):
+                break
             try:
-                chunk = self.sock.recv(_RECV_CHUNK)
+                chunk = self.sock.recv(min(room, _RECV_CHUNK))
             except ssl.SSLZeroReturnError:
                 chunk = b""  # TLS close_notify: an orderly end of stream
             except ssl.SSLWantReadError:
@@ -456,40 +492,56 @@ class _StreamProbe(_Probe):
             except (BlockingIOError, InterruptedError):
                 break
             if not chunk:
-                self._consume(now)
-                if not self.done:
+                if framer.buffer:
+                    self._give_up(now, "closed by peer")
+                else:
                     self._finish_no_sip(now, "closed by peer without a SIP response")
                 return
-            self.buffer.extend(chunk)
-            if len(self.buffer) > _MAX_STREAM_BUFFER:
-                break
-        self._consume(now)
-
-    def _consume(self, now):
-        for _attempt in range(_MAX_READS_PER_EVENT):
+            budget -= len(chunk)
+            heads = framer.feed(chunk)
+            self.engine.account(framer)
+            self._consume(heads, now)
             if self.done:
                 return
-            message, used = frame_stream_message(self.buffer)
-            if used < 0 or (message is None and not looks_like_sip(self.buffer)):
+        if framer.cut is not None:
+            self._give_up(now, framer.cut)
+
+    def _consume(self, heads, now):
+        for head in heads:
+            if not looks_like_sip(head):
                 self._finish_no_sip(now, "non-SIP reply")
                 return
-            if message is None:
+            self._answer(parse_response(head), now)
+            if self.done:
                 return
-            del self.buffer[:used]
-            response = parse_response(message)
-            if response is None or not response_matches(response, self.branch, self.call_id):
-                continue
-            reason = "sip-response" if self.spec.transport == "tcp" else "sip-response over tls"
-            if response.status_code < 200:
-                self.provisional = (reason, self.elapsed_ms(now), sip_summary(response))
-                continue
-            self.finish("open", reason, self.elapsed_ms(now), sip_summary(response), self.tls)
-            return
+        if self.framer.buffer and not looks_like_sip(self.framer.buffer):
+            self._finish_no_sip(now, "non-SIP reply")
 
-    def _finish_no_sip(self, now, why):
+    def _answer(self, response, now):
+        """Take a parsed response: the final answer ends the probe, a provisional one is kept."""
+        if response is None or not response_matches(response, self.branch, self.call_id):
+            return
+        reason = "sip-response" if self.spec.transport == "tcp" else "sip-response over tls"
+        if response.cut:
+            reason += " (cut: %s)" % format_cut(response.cut)
+        if response.status_code < 200:
+            self.provisional = (reason, self.elapsed_ms(now), sip_summary(response))
+            return
+        self.finish("open", reason, self.elapsed_ms(now), sip_summary(response), self.tls)
+
+    def _give_up(self, now, why):
+        """Stop reading and decide with what arrived: the complete lines of an unfinished head
+        still count when they hold our answer (the cut is named in the reason)."""
+        partial = self.framer.partial()
+        if partial and looks_like_sip(partial):
+            self._answer(parse_response(partial, why), now)
+        if not self.done:
+            self._finish_no_sip(now, "reply cut: %s" % why, cut=True)
+
+    def _finish_no_sip(self, now, why, cut=False):
         if self.provisional is not None:
             reason, rtt, sip = self.provisional
-            self.finish("open", reason + " (provisional only)", rtt, sip, self.tls)
+            self.finish("open", reason + " (provisional only%s)" % ("; %s" % why if cut else ""), rtt, sip, self.tls)
             return
         self.finish("open", "%s; %s" % (self._label(), why), self.connect_rtt, None, self.tls)
 
@@ -498,6 +550,8 @@ class _StreamProbe(_Probe):
             self.finish("filtered", "no-response")
         elif self.phase == "handshake":
             self.finish("open", "syn-ack; tls handshake timed out", self.connect_rtt)
+        elif self.framer.buffer:
+            self._give_up(now, "no end of headers within %gs" % self.engine.timeout)
         else:
             self._finish_no_sip(now, "no SIP response within %gs" % self.engine.timeout)
 
@@ -544,6 +598,10 @@ class SipProber:
         self._results = []
         self._tls_context = None
         self._route_cache = {}
+        # The most any one stream probe buffered at once and read in all (bytes): bounded by
+        # MAX_HEAD_BYTES and MAX_STREAM_BYTES whatever the peers send.
+        self.peak_buffered = 0
+        self.peak_received = 0
 
     # -- callbacks used by the probes -------------------------------------
 
@@ -573,6 +631,10 @@ class SipProber:
 
     def store(self, index, result):
         self._results[index] = result
+
+    def account(self, framer):
+        self.peak_buffered = max(self.peak_buffered, framer.peak)
+        self.peak_received = max(self.peak_received, framer.received)
 
     def set_deadline(self, probe, when):
         probe.deadline = when

@@ -18,7 +18,8 @@ description:
   - "Runs on the host the task runs on, which is the vantage point. To probe a fleet from the
     controller, use C(delegate_to: localhost) with C(run_once: true)."
   - "States: V(open) = a SIP response of any status, or for TCP/TLS a completed connection
-    (the reason says when nothing SIP answered); V(closed) = TCP reset or an ICMP
+    (the reason says when nothing SIP answered), or for UDP a datagram from the probed address
+    and port that is not SIP (C(udp-response; not SIP)); V(closed) = TCP reset or an ICMP
     port-unreachable sent by the target itself; V(filtered) = TCP timeout, ICMP
     admin-prohibited/host-unreachable/net-unreachable, or a port-unreachable sent by another
     address (a firewall's REJECT); V(open|filtered) = UDP silence after all retries;
@@ -32,6 +33,13 @@ description:
     sockets open, and a C(User-Agent) that names the tool and a contact URL.
   - All targets are probed concurrently from one single-threaded event loop. Name
     resolution happens one target at a time, while probing.
+  - "A hostile or broken server cannot hold up the run or the probe: whatever it sends, a UDP
+    probe ends within O(timeout) x (O(retries) + 1) and a TCP/TLS probe within O(timeout) per
+    step (connect, TLS handshake, answer). Each answer is read up to hard limits: 64 KiB of
+    headers, 256 headers, 8 KiB per header, 64 Allow/Supported items, and at most 1 MiB read
+    from one TCP/TLS connection. An answer cut at a limit still decides the state (the port
+    answered, so it is V(open)); the reason then says what was cut, for example
+    C(sip-response (cut: allow header over 8192 bytes))."
   - The module only sends probes and changes nothing, so it also probes in check mode and
     always returns RV(ignore:changed=false).
 author:
@@ -180,6 +188,9 @@ results:
         - "Why, in the style of nmap C(--reason), for example C(sip-response),
           C(conn-refused), C(port-unreach from target), C(admin-prohibited from 198.18.0.1),
           C(no-response), C(syn-ack; no SIP response within 1.5s) or C(resolver: ...)."
+        - "An answer cut at one of the parser's limits adds C((cut: ...)), for example
+          C(sip-response (cut: head over 65536 bytes)) or
+          C(syn-ack; reply cut: stream over 1048576 bytes)."
       type: str
       sample: sip-response
     rtt_ms:

@@ -243,6 +243,68 @@ def test_udp_reply_for_another_transaction_is_ignored():
     assert result["state"] == "open|filtered"
 
 
+def test_udp_answer_that_is_not_sip_from_the_probed_port_is_open():
+    # Was open|filtered: the datagram was dropped as a stray, yet only a bound port answers.
+    with Server(socket.SOCK_DGRAM, reply=b"\x00\x01 not sip \xff") as server:
+        result = probe_one("127.0.0.1", server.port, "udp", retries=2)
+    assert result["state"] == "open"
+    assert result["reason"] == "udp-response; not SIP"
+    assert result["sip"] is None and result["rtt_ms"] is not None
+    assert len(server.received) == 1, "the port answered: no retransmission needed"
+
+
+def test_udp_answer_that_is_not_sip_from_another_port_is_ignored():
+    with Server(socket.SOCK_DGRAM, reply=b"\x00\x01 not sip \xff", other_port=True) as server:
+        result = probe_one("127.0.0.1", server.port, "udp")
+    assert result["state"] == "open|filtered"
+
+
+def test_udp_answer_cut_by_the_parser_is_open_and_says_why():
+    big = fixture("kamailio-5.6__options-200-allow.sip").replace(
+        b"\r\n\r\n", b"\r\nX-Pad: " + b"p" * 20000 + b"\r\n\r\n")
+    with Server(socket.SOCK_DGRAM, reply=big) as server:
+        result = probe_one("127.0.0.1", server.port, "udp")
+    assert result["state"] == "open"
+    assert result["reason"] == "sip-response (cut: x-pad header over 8192 bytes)"
+    assert result["sip"]["allow"] == ["INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "NOTIFY"]
+
+
+def _answer_once(reply):
+    """A UDP socket on loopback that answers the first datagram with ``reply`` (bytes or a function
+    of the request); the thread ends after one answer or 3 s."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.settimeout(3)
+
+    def serve():
+        try:
+            request, peer = sock.recvfrom(65535)
+            sock.sendto(reply(request) if callable(reply) else reply, peer)
+        except OSError:
+            pass
+        finally:
+            sock.close()
+
+    thread = threading.Thread(target=serve)
+    thread.daemon = True
+    port = sock.getsockname()[1]
+    thread.start()
+    return port, thread
+
+
+def test_udp_answer_cut_before_its_via_and_call_id_is_open():
+    def reply(request):
+        # Our own Via and Call-ID, but after more headers than the parser reads.
+        ids = request.split(b"\r\n", 1)[1]
+        return b"SIP/2.0 200 OK\r\n" + b"X-Pad: y\r\n" * 300 + ids
+    port, thread = _answer_once(reply)
+    result = probe_one("127.0.0.1", port, "udp", retries=2)
+    thread.join(5)
+    assert result["state"] == "open"
+    assert result["reason"] == "udp-response; reply cut: over 256 headers"
+    assert result["sip"] is None
+
+
 @pytest.mark.skipif(not has_ipv6_loopback(), reason="no ::1")
 def test_udp_ipv6_open_and_closed():
     with Server(socket.SOCK_DGRAM, host="::1", reply=fixture("kamailio-5.6__options-200-ipv6.sip")) as server:
@@ -277,6 +339,15 @@ def test_tcp_non_sip_reply_is_open_without_sip():
         result = probe_one("127.0.0.1", server.port, "tcp")
     assert result["state"] == "open"
     assert result["reason"] in ("syn-ack; non-SIP reply", "syn-ack; closed by peer without a SIP response")
+
+
+def test_tcp_answer_without_end_of_headers_then_close_is_a_cut_sip_response():
+    reply = fixture("kamailio-5.6__options-200-tcp.sip")
+    with Server(socket.SOCK_STREAM, reply=reply[:reply.index(b"\r\n\r\n") + 2]) as server:
+        result = probe_one("127.0.0.1", server.port, "tcp")
+    assert result["state"] == "open"
+    assert result["reason"] == "sip-response (cut: closed by peer)"
+    assert result["sip"]["status_code"] == 200
 
 
 def test_tcp_closed_port_is_conn_refused():
