@@ -188,13 +188,13 @@ class UdpFlood(Peer):
     def __init__(self):
         super(UdpFlood, self).__init__(socket.SOCK_DGRAM)
 
-    def behave(self, addr, request):
+    def behave(self, conn, request):  # conn: the client address for a UDP peer
         junk = head(request, b"200 OK") + b"X: " + b"\x00\xff" * 30000 + b"\r\n\r\n"
         for _count in range(400):
             if not self.alive():
                 return
             try:
-                self.sock.sendto(junk, addr)
+                self.sock.sendto(junk, conn)
                 self.sent += len(junk)
             except OSError:
                 time.sleep(0.001)
@@ -206,8 +206,8 @@ class UdpGarbage(Peer):
     def __init__(self):
         super(UdpGarbage, self).__init__(socket.SOCK_DGRAM)
 
-    def behave(self, addr, request):
-        self.sock.sendto(b"\x00\x01garbage\xff" * 100, addr)
+    def behave(self, conn, request):  # conn: the client address for a UDP peer
+        self.sock.sendto(b"\x00\x01garbage\xff" * 100, conn)
         self.sent += 1300
 
 
@@ -217,10 +217,10 @@ class UdpFolding(Peer):
     def __init__(self):
         super(UdpFolding, self).__init__(socket.SOCK_DGRAM)
 
-    def behave(self, addr, request):
+    def behave(self, conn, request):  # conn: the client address for a UDP peer
         data = head(request) + b"Allow: A\r\n"
         data += b"".join(b" ,M%d\r\n" % i for i in range(9000))
-        self.sock.sendto(data[:60000], addr)
+        self.sock.sendto(data[:60000], conn)
         self.sent += 60000
 
 
@@ -228,7 +228,7 @@ def _peers():
     """Name -> (peer, transport); the well-behaved ones come last so the hostile ones start first."""
     return [
         ("trickle", Trickle(socket.SOCK_STREAM), "tcp"),
-        ("flood-headers", Flood(lambda req: head(req), lambda req: b"X-Flood: aaaaaaaaaaaaaaaa\r\n"), "tcp"),
+        ("flood-headers", Flood(head, lambda req: b"X-Flood: aaaaaaaaaaaaaaaa\r\n"), "tcp"),
         ("flood-folding", Flood(lambda req: head(req) + b"Allow: A\r\n", lambda req: b" ,INVITE\r\n"), "tcp"),
         ("flood-garbage", Flood(lambda req: b"\x16\x03\x01\x00", lambda req: bytes(range(256))), "tcp"),
         ("flood-no-crlfcrlf", Flood(lambda req: head(req) + b"X-Long: ", lambda req: b"b" * 64), "tcp"),
@@ -238,7 +238,7 @@ def _peers():
         ("udp-flood", UdpFlood(), "udp"),
         ("udp-folding", UdpFolding(), "udp"),
         ("udp-garbage", UdpGarbage(), "udp"),
-        ("tls-flood-headers", TlsFlood(lambda req: head(req), lambda req: b"X-Flood: aaaaaaaaaaaaaaaa\r\n"), "tls"),
+        ("tls-flood-headers", TlsFlood(head, lambda req: b"X-Flood: aaaaaaaaaaaaaaaa\r\n"), "tls"),
         ("good-tcp", Good(socket.SOCK_STREAM), "tcp"),
         ("good-udp", Good(socket.SOCK_DGRAM), "udp"),
     ]
