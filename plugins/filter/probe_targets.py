@@ -87,7 +87,7 @@ def select_targets(host, variables, resolver=resolves):
     """(targets, problem): the probe targets of the host whose variables are ``variables``.
 
     ``sipguard_addresses`` wins when it is defined (an empty list means: do not probe this host);
-    then ``ansible_host``; then the inventory name, when it is an IP literal or ``resolver`` says it
+    then ``ansible_host`` (or its older name ``ansible_ssh_host``); then the inventory name, when it is an IP literal or ``resolver`` says it
     resolves. ``problem`` is None or a sentence that names the host and the variable to fix.
     """
     defined, addresses, error = _lookup(variables, "sipguard_addresses")
@@ -111,14 +111,17 @@ def select_targets(host, variables, resolver=resolves):
             problem = ("host %s: sipguard_addresses%s not an IP address or host name; %s" % (
                 host, " ".join(bad), "probing the others" if targets else "the host is not probed"))
         return targets, problem
-    defined, ansible_host, error = _lookup(variables, "ansible_host")
-    if defined and (ansible_host is not None or error):
+    # ansible_ssh_host: the older name Ansible's ssh connection still reads after ansible_host.
+    for variable in ("ansible_host", "ansible_ssh_host"):
+        defined, ansible_host, error = _lookup(variables, variable)
+        if not defined or (ansible_host is None and not error):
+            continue
         if error:
-            return [], "host %s: ansible_host does not template (%s); the host is not probed" % (host, error)
+            return [], "host %s: %s does not template (%s); the host is not probed" % (host, variable, error)
         target = probe_target(ansible_host)
         if target is None:
-            return [], ("host %s: ansible_host %s is not an IP address or host name; the host is not probed "
-                        "(set sipguard_addresses)" % (host, _show(ansible_host)))
+            return [], ("host %s: %s %s is not an IP address or host name; the host is not probed "
+                        "(set sipguard_addresses)" % (host, variable, _show(ansible_host)))
         return [target], None
     target = probe_target(host)
     if target is not None and (_address(target) or resolver(target)):

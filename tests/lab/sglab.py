@@ -441,6 +441,10 @@ def ensure_key(workdir):
     return key
 
 
+PLAIN_INVENTORY_VARS = ("ansible_user", "ansible_ssh_private_key_file", "ansible_ssh_common_args",
+                        "ansible_python_interpreter")
+
+
 def write_inventory(scenario, workdir, key):
     hosts = {}
     for host in scenario["hosts"]:
@@ -467,6 +471,12 @@ def write_inventory(scenario, workdir, key):
     path = os.path.join(workdir, "inventory.yml")
     write(path, "# written by tests/lab/sglab.py from %s\n" % scenario["path"]
           + yaml.safe_dump(inventory, sort_keys=False))
+    # The same hosts as a new user writes them: where to connect and how, none of our variables.
+    plain = {"all": {"vars": {k: inventory["all"]["vars"][k] for k in PLAIN_INVENTORY_VARS},
+                     "hosts": {name: {k: v for k, v in host.items() if k in ("ansible_host", "ansible_port")}
+                               for name, host in hosts.items()}}}
+    write(os.path.join(workdir, "inventory-plain.yml"), "# written by tests/lab/sglab.py from %s: ansible_host "
+          "only\n" % scenario["path"] + yaml.safe_dump(plain, sort_keys=False))
     lab = {
         "scenario": scenario["path"],
         "hosts": {h["name"]: {"netns": PREFIX + h["name"], "ipv4": addr4(h["index"]), "ipv6": addr6(h["index"]),
@@ -475,6 +485,7 @@ def write_inventory(scenario, workdir, key):
                                  "ipv6": addr6(v["index"])} for v in scenario["vantages"]},
         "controller": {"ipv4": addr4(CONTROLLER_INDEX), "ipv6": addr6(CONTROLLER_INDEX)},
         "inventory": path,
+        "inventory_plain": os.path.join(workdir, "inventory-plain.yml"),
         "key": key,
     }
     write(os.path.join(workdir, "lab.json"), json.dumps(lab, indent=2, sort_keys=True))

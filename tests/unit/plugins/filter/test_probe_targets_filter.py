@@ -50,6 +50,9 @@ class BrokenVars(dict):
     ({"ansible_host": "198.18.0.11", "sipguard_addresses": ["198.18.0.12", "fd53:5347::12", "198.18.0.12"]},
      ["198.18.0.12", "fd53:5347::12"]),
     ({"sipguard_addresses": "198.18.0.12"}, ["198.18.0.12"]),
+    ({"ansible_ssh_host": "198.18.0.13"}, ["198.18.0.13"]),
+    ({"ansible_host": "198.18.0.11", "ansible_ssh_host": "198.18.0.13"}, ["198.18.0.11"]),
+    ({"ansible_host": None, "ansible_ssh_host": "198.18.0.13"}, ["198.18.0.13"]),
     # an explicit empty list: do not probe this host
     ({"ansible_host": "198.18.0.11", "sipguard_addresses": []}, []),
     # a null sipguard_addresses is as good as undefined
@@ -91,6 +94,7 @@ def test_the_inventory_name_counts_when_it_is_an_address_or_resolves(host, resol
     ({"ansible_host": "x." * 130}, "ansible_host", []),
     ({"ansible_host": "198.18.0.11%eth0"}, "ansible_host", []),
     ({"ansible_host": "sip1.example.org\n198.18.0.1"}, "ansible_host", []),
+    ({"ansible_ssh_host": "; rm -rf /"}, "ansible_ssh_host", []),
     ({"sipguard_addresses": {"v4": "198.18.0.11"}}, "sipguard_addresses", []),
     ({"sipguard_addresses": 7}, "sipguard_addresses", []),
     ({"sipguard_addresses": ["198.18.0.11", "; rm -rf /", None]}, "sipguard_addresses", ["198.18.0.11"]),
