@@ -89,24 +89,24 @@ def test_the_plain_inventory_has_none_of_our_variables(lab):
 
 def test_audit_of_a_plain_inventory_probes_every_host_at_ansible_host(lab, normal_report):
     normal, _output = normal_report
-    # Two hostile hosts among the real ones: they are reported unreachable, never probed, and the
-    # others are audited as usual.
+    # Hostile hosts among the real ones: they are reported unreachable, never probed, and the others
+    # are audited as usual.
+    hostile = {"hostile-shell": "; rm -rf /", "hostile-empty": "", "hostile-list": ["198.18.0.1", "x"]}
     inventory = copy.deepcopy(lab["plain"])
-    inventory["all"]["hosts"]["hostile-shell"] = {"ansible_host": "; rm -rf /"}
-    inventory["all"]["hosts"]["hostile-empty"] = {"ansible_host": "-oProxyCommand=touch /tmp/sipguard-pwned"}
+    inventory["all"]["hosts"].update({name: {"ansible_host": value} for name, value in hostile.items()})
     report, output = audit(write_inventory(inventory))
 
-    assert sorted(report["hosts"]) == sorted(list(lab["hosts"]) + ["hostile-shell", "hostile-empty"])
+    assert sorted(report["hosts"]) == sorted(list(lab["hosts"]) + list(hostile))
     for name, host in lab["hosts"].items():
         record, expected = report["hosts"][name], normal["hosts"][name]
         assert record["reachable"], (name, record["findings"])
         assert record["exposure"] == expected["exposure"], name
         assert probes(record), name  # probed, and at ansible_host (IPv4) only
         assert probes(record) == probes(expected, [host["ipv4"]]), name
-    for name in ("hostile-shell", "hostile-empty"):
+    for name in hostile:
         assert report["hosts"][name]["reachable"] is False and report["hosts"][name]["probes"] == []
     assert "host hostile-shell: ansible_host '; rm -rf /' is not an IP address or host name" in output
-    assert not os.path.exists("/tmp/sipguard-pwned")
+    assert "host hostile-list: ansible_host a list is not an IP address or host name" in output
 
 
 def test_names_are_probed_on_every_address_they_resolve_to(lab, normal_report):
