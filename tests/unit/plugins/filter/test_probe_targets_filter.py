@@ -163,7 +163,7 @@ def test_any_value_gives_targets_that_are_addresses_or_host_names(ansible_host, 
     assert isinstance(targets, list)
     assert problem is None or (isinstance(problem, str) and problem.startswith("host h1: "))
     for target in targets:
-        assert type(target) is str and target == target.strip() and target
+        assert isinstance(target, str) and target == target.strip() and target
         # nothing a shell or ssh would read as more than one word or an option
         assert not set(target) & set(" \t\r\n;|&$`'\"<>(){}*?!~#\\/@,=+\x00")
         assert not target.startswith("-")
