@@ -11,7 +11,10 @@ and prints the median of each divided by the floor, and audit vs naive. Absolute
 shared machine mean little; the ratios are what to compare.
 
 Usage (root, from the repo root, with the collection installed where ANSIBLE_COLLECTIONS_PATH
-points): python benchmarks/fleet/run.py [--repeat 3] [--forks 40] [--mitogen]
+points): python benchmarks/fleet/run.py [--repeat 3] [--forks 40] [--mitogen] [--only audit]
+--only audit times the floor and the audit only (no close, so no lab rebuild between rounds).
+To measure a worktree: build and install it (tests use /var/tmp/sgc-NAME), point
+ANSIBLE_COLLECTIONS_PATH there, and run this file from the worktree under the lab lock.
 """
 
 import argparse
@@ -50,6 +53,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--forks", type=int, default=40)
+    parser.add_argument("--only", choices=["audit"],
+                        help="time the floor and this playbook only (the audit changes nothing: no rebuilds)")
     parser.add_argument("--mitogen", action="store_true",
                         help="also time floor and audit with Mitogen's strategy (mitogen must be installed)")
     args = parser.parse_args()
@@ -81,9 +86,11 @@ def main():
     timed(commands["floor"], env)  # warm the ControlPersist masters once, outside the measurement
     times = dict((name, []) for name in commands)
     for round_ in range(args.repeat):
-        lab_up()  # hosts the previous close changed are rebuilt (not timed)
+        if not args.only:
+            lab_up()  # hosts the previous close changed are rebuilt (not timed)
         timed(commands["floor"], env)
-        names = ["floor", "audit", "naive", "close", "close-idem", "floor"]
+        names = ["floor", "audit", "floor"] if args.only else ["floor", "audit", "naive", "close", "close-idem",
+                                                                "floor"]
         if mitogen_env:
             names += ["floor-playbook", "floor-mitogen", "audit-mitogen"]
         for name in names:
@@ -91,16 +98,23 @@ def main():
             times[name].append(took)
             if name == "close-idem" and "changed=0" not in out.split("PLAY RECAP")[-1]:
                 print("warning: close-idem changed something in round %d" % round_, file=sys.stderr)
-    med = dict((name, statistics.median(values)) for name, values in times.items())
+    med = dict((name, statistics.median(values)) for name, values in times.items() if values)
     print("hosts=%d forks=%d repeat=%d (median seconds, then ratio to the floor)" % (
         len(lab["hosts"]), args.forks, args.repeat))
     for name in ("floor", "audit", "close", "close-idem", "naive"):
-        print("  %-11s %7.2fs  %5.2fx" % (name, med[name], med[name] / med["floor"]))
-    print("  audit is %.2fx faster than the naive playbook" % (med["naive"] / med["audit"]))
-    targets = {"audit": 1.6, "close": 3.0, "close-idem": 1.6}
+        if name in med:
+            print("  %-11s %7.2fs  %5.2fx" % (name, med[name], med[name] / med["floor"]))
+    print("  each run: floor %s; audit %s" % (" ".join("%.2f" % t for t in times["floor"]),
+                                              " ".join("%.2f" % t for t in times["audit"])))
+    # issue 13: the audit stays at or below 1.5x the floor with the reads it gained (nft, legacy).
+    targets = {"audit": 1.5, "close": 3.0, "close-idem": 1.6}
     for name, limit in targets.items():
-        print("  target %-10s <= %.1fx floor: %s" % (name, limit, "met" if med[name] / med["floor"] <= limit else "NOT met"))
-    print("  target audit >= 2x faster than naive: %s" % ("met" if med["naive"] / med["audit"] >= 2 else "NOT met"))
+        if name in med:
+            print("  target %-10s <= %.1fx floor: %s" % (
+                name, limit, "met" if med[name] / med["floor"] <= limit else "NOT met"))
+    if "naive" in med:
+        print("  audit is %.2fx faster than the naive playbook" % (med["naive"] / med["audit"]))
+        print("  target audit >= 2x faster than naive: %s" % ("met" if med["naive"] / med["audit"] >= 2 else "NOT met"))
     if mitogen_env:
         print("  mitogen: ping playbook %.2fs vs %.2fs without; audit %.2fs vs %.2fs without (%.2fx)" % (
             med["floor-mitogen"], med["floor-playbook"], med["audit-mitogen"], med["audit"],
