@@ -19,7 +19,9 @@ __metaclass__ = type
 import ipaddress
 import re
 import socket
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+
+from jinja2 import Undefined
 
 from ansible.errors import AnsibleFilterError
 from ansible.utils.display import Display
@@ -76,11 +78,19 @@ def _lookup(variables, name):
     try:
         if name not in variables:
             return False, None, None
-        return True, variables.get(name), None
+        value = variables.get(name)
     except Exception as exc:  # pylint: disable=broad-exception-caught
         # Jinja2's UndefinedError, Ansible's template errors and whatever a broken expression raises:
         # one host's broken variable must not stop the probe of the others.
         return True, None, "%s: %s" % (type(exc).__name__, exc)
+    if isinstance(value, Undefined):
+        # ansible-core 2.19 hands a failed template on as a marker (an Undefined) instead of raising.
+        try:
+            message = value._undefined_message  # pylint: disable=protected-access
+        except Exception:  # pylint: disable=broad-exception-caught
+            message = None
+        return True, None, str(message or "undefined")
+    return True, value, None
 
 
 def select_targets(host, variables, resolver=resolves):
@@ -97,8 +107,8 @@ def select_targets(host, variables, resolver=resolves):
         if isinstance(addresses, str):
             addresses = [addresses]
         if not isinstance(addresses, (list, tuple)):
-            return [], ("host %s: sipguard_addresses must be a list of addresses or host names, got %s; "
-                        "the host is not probed" % (host, type(addresses).__name__))
+            return [], ("host %s: sipguard_addresses must be a list of addresses or host names, got a %s; "
+                        "the host is not probed" % (host, _kind(addresses)))
         targets, bad = [], []
         for index, item in enumerate(addresses):
             target = probe_target(item)
@@ -129,9 +139,17 @@ def select_targets(host, variables, resolver=resolves):
     return [], None
 
 
+def _kind(value):
+    if isinstance(value, Mapping):
+        return "dict"
+    if isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
+        return "list"
+    return type(value).__name__
+
+
 def _show(value):
     """A short, printable form of a hostile value for a warning."""
-    text = repr(value) if isinstance(value, str) else "a %s" % type(value).__name__
+    text = repr(str(value)) if isinstance(value, str) else "a %s" % _kind(value)
     return text if len(text) <= 80 else text[:77] + "..."
 
 

@@ -117,6 +117,17 @@ def test_a_variable_that_fails_to_template_is_a_warning(variable):
                        "probed" % variable)
 
 
+@pytest.mark.parametrize("variable", ["ansible_host", "sipguard_addresses"])
+def test_a_variable_handed_on_as_undefined_is_a_warning(variable):
+    """ansible-core 2.19 gives a failed template to a filter as a marker, an Undefined, not an error."""
+    from jinja2 import StrictUndefined
+
+    variables = {"ansible_host": "198.18.0.11", variable: StrictUndefined(name="nope")}
+    targets, problem = P.select_targets("h1", variables, resolver=_never_resolves)
+    assert targets == []
+    assert problem == "host h1: %s does not template ('nope' is undefined); the host is not probed" % variable
+
+
 def test_the_filter_warns_and_takes_the_host_from_the_variables(monkeypatch):
     warnings = []
     monkeypatch.setattr(P._display, "warning", warnings.append)
