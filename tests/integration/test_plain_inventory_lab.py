@@ -6,6 +6,7 @@ import ctypes
 import json
 import os
 import subprocess
+import sys
 import tempfile
 
 import pytest
@@ -160,3 +161,47 @@ def test_a_play_where_no_host_has_a_probe_target_still_inspects_and_reports(lab,
         assert record["reachable"], (name, record["findings"], output[-3000:])
         assert record["probes"] == []
         assert record["exposure"] == normal["hosts"][name]["exposure"], name
+
+
+def test_hostile_inventory_values_on_localhost_in_check_mode():
+    """No lab: every host is this machine (local connection, read-only, check mode); only the good
+    host's 127.0.0.1 is probed. The hostile values are warned about, never probed, and the run
+    reaches the report, with the host whose ansible_host fails to template (first: it runs the
+    run_once tasks) reported unreachable."""
+    inventory = write_inventory({"all": {
+        "vars": {"ansible_connection": "local", "ansible_python_interpreter": sys.executable},
+        "hosts": {"undefined": {"ansible_host": "{{ sipguard_test_nope }}"},
+                  "shell": {"ansible_host": "; rm -rf /"},
+                  "a-list": {"ansible_host": ["127.0.0.1", "x"]},
+                  "bad-addresses": {"sipguard_addresses": "{{ sipguard_test_nope }}"},
+                  "good": {"ansible_host": "127.0.0.1"}}}})
+    argv = [os.path.join(BIN, "ansible-playbook"), "-i", inventory, "sipguard.firewall.audit", "--check", "-v",
+            "-e", json.dumps({"sipguard_report_dir": tempfile.mkdtemp(prefix="sipguard-hostile-"),
+                              "ansible_become": False})]
+    env = dict(os.environ, ANSIBLE_DEPRECATION_WARNINGS="False", ANSIBLE_CALLBACK_RESULT_FORMAT="json",
+               ANSIBLE_CALLBACK_FORMAT_PRETTY="False", ANSIBLE_NOCOLOR="True")
+    proc = subprocess.run(argv, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, timeout=600,
+                          check=False)
+    # 2: a host failed (the one whose ansible_host does not template), and nothing else went wrong
+    assert proc.returncode == 2, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert "Traceback" not in proc.stdout + proc.stderr
+    for line in ("host undefined: ansible_host does not template ('sipguard_test_nope' is undefined)",
+                 "host shell: ansible_host '; rm -rf /' is not an IP address or host name",
+                 "host a-list: ansible_host a list is not an IP address or host name",
+                 "host bad-addresses: sipguard_addresses does not template ('sipguard_test_nope' is undefined)"):
+        assert line in proc.stderr, (line, proc.stderr[-3000:])
+    results, task = {}, None
+    for line in proc.stdout.splitlines():
+        if line.startswith("TASK ["):
+            task = line.split(" : ", 1)[-1].rsplit("]", 1)[0]
+        elif line.startswith(("ok: [", "changed: [")) and " => {" in line:
+            host = line.split("[", 1)[1].split("]", 1)[0].split(" ->", 1)[0]
+            results.setdefault(task, {})[host] = json.loads(line[line.index(" => {") + 4:])
+    records = {host: result["ansible_facts"]["sipguard_host_record"]
+               for host, result in results["Record this host's result"].items()}
+    assert sorted(records) == ["a-list", "bad-addresses", "good", "shell"]  # "undefined" failed before
+    assert {p["address"] for p in records["good"]["probes"]} == {"127.0.0.1"}
+    assert len(records["good"]["probes"]) == 3
+    assert all(records[host]["probes"] == [] for host in ("a-list", "bad-addresses", "shell"))
+    report = next(iter(results["Write the fleet report and compare it with the previous run"].values()))
+    assert "| 5 | 0 |" in report["markdown"] and "| 1 |" in report["markdown"], report["markdown"]
