@@ -69,14 +69,23 @@ def write_inventory(data):
     return path
 
 
+# Both mean "nothing answered from the target"; which one a silent port gets can depend on timing:
+# an ICMPv6 address-unreachable from the router (neighbour discovery gave up on a host with IPv6
+# disabled) arrives about 3 s after the probe, at its timeout.
+_SILENT = ("filtered", "open|filtered")
+
+
 def probes(record, addresses=None):
-    """The record's probes without their timing, sorted, optionally only those at ``addresses``."""
+    """The record's probes, as what was probed and what came back (no timing), sorted; optionally
+    only those at ``addresses``."""
     out = []
     for probe in record["probes"]:
         if addresses is None or probe["address"] in addresses:
-            probe = dict(probe)
-            probe.pop("rtt_ms")
-            out.append(probe)
+            silent = probe["state"] in _SILENT and probe["sip_status"] is None
+            out.append({"address": probe["address"], "family": probe["family"], "port": probe["port"],
+                        "transport": probe["transport"], "state": "silent" if silent else probe["state"],
+                        "reason": None if silent else probe["reason"], "sip_status": probe["sip_status"],
+                        "server": probe["server"]})
     return sorted(out, key=lambda p: (p["address"], p["port"], p["transport"]))
 
 
