@@ -202,7 +202,7 @@ def read_socket_units(unit_dirs=UNIT_DIRS):
             text = _read(dropins[name])
             if text is not None:
                 texts.append(text)
-        for directory in ("/etc/systemd/system", "/run/systemd/system"):
+        for directory in unit_dirs:  # enabled (or enabled by the vendor) for sockets.target
             if os.path.exists(os.path.join(directory, "sockets.target.wants", unit)):
                 enabled = True
     return texts, enabled

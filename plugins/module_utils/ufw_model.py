@@ -18,6 +18,7 @@ __metaclass__ = type
 
 import binascii
 import ipaddress
+import math
 import re
 
 from ansible_collections.sipguard.firewall.plugins.module_utils.netfilter import (
@@ -481,7 +482,10 @@ def too_wide(networks, family, limits):
 
 
 def _count_text(count):
-    return str(count) if count < 10 ** 6 else "%.3g" % count
+    """An address count as a person reads it: exact up to 2^40, else as a power of two."""
+    if count < 2 ** 40:
+        return str(count)
+    return "2^%g" % round(math.log(count, 2), 1)
 
 
 def _intersect(nets, other):

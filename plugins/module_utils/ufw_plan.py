@@ -126,6 +126,14 @@ def check_request(port, proto, state, allow_from, method, families, restricted_p
     return sources
 
 
+def check_ssh_ports(values, option="ssh_ports"):
+    """The SSH ports the operator names: each a TCP port 1-65535."""
+    for index, value in enumerate(values or []):
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
+            raise PlanError("%s[%d]: %r is not a port (1-65535)" % (option, index, value))
+    return sorted(set(values or []))
+
+
 def parse_targets(ports):
     """``['5060/udp', '5061/tcp', '5062']`` -> [(5060, 'udp'), (5061, 'tcp'), (5062, 'any')]."""
     try:
