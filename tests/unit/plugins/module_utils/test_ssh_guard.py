@@ -1,4 +1,6 @@
-"""The SSH guard's sources, fed with outputs recorded from lab hosts (tests/unit/fixtures/ssh) and
+"""The SSH guard's sources, fed with outputs recorded from close-lab hosts (tests/unit/fixtures/ssh, by
+``sglab.py exec HOST /usr/sbin/sshd -T`` and ``... ss -H -l -n -t -u -p``; the socket unit is the one
+Debian 12's openssh-server 9.2p1 installs) and
 the exposure lab's listener lists (tests/unit/fixtures/lab)."""
 
 import os
