@@ -51,6 +51,13 @@ def run_role(lab, host, extra):
     return result
 
 
+def ssh_login(lab, host, address, port):
+    """A full SSH login (Ansible's ping module) to ``address``:``port`` instead of the inventory's."""
+    status, result = adhoc(lab["inventory"], host, "ansible.builtin.ping",
+                           extra_args=("-e", "ansible_host=%s" % address, "-e", "ansible_port=%d" % port))[host]
+    return status == "SUCCESS" and result.get("ping") == "pong"
+
+
 def rules_of(lab, host):
     status, info = adhoc(lab["inventory"], host, "sipguard.firewall.ufw_info")[host]
     assert status == "SUCCESS", info
@@ -105,6 +112,7 @@ def test_a_port_inside_listenaddress_stays_reachable_over_both_families(close_la
     for family in ("ipv4", "ipv6"):
         for port in (22, 2222):
             assert ssh_banner(info[family], port), (family, port)
+            assert ssh_login(close_lab, host, info[family], port), (family, port)
     seen = probe([info["ipv4"], info["ipv6"]], PORTS)
     assert len(seen) == 6 and {r["state"] for r in seen} == {"filtered"}, seen
 
@@ -116,6 +124,7 @@ def test_closing_for_ipv4_only_on_an_inactive_host_keeps_ssh_over_ipv6(close_lab
     assert result["changed"] and result["enabled_ufw"], result
     assert 22 in result["ssh_ports"] and "named" in result["ssh_port_sources"]["22"]  # the role's ansible_port
     assert ssh_banner(info["ipv6"], 22) and ssh_banner(info["ipv4"], 22)
+    assert ssh_login(close_lab, host, info["ipv6"], 22)
     active, rules = rules_of(close_lab, host)
     assert active
     assert sorted((r["ports"], r["v6"]) for r in rules if r["comment"] == "sipguard.firewall ssh guard") == \
