@@ -114,7 +114,8 @@ def test_a_port_inside_listenaddress_stays_reachable_over_both_families(close_la
             assert ssh_banner(info[family], port), (family, port)
             assert ssh_login(close_lab, host, info[family], port), (family, port)
     seen = probe([info["ipv4"], info["ipv6"]], PORTS)
-    assert len(seen) == 6 and {r["state"] for r in seen} == {"filtered"}, seen
+    # no answer: "filtered" for TCP, "open|filtered" for UDP (nothing told the prober the port is closed)
+    assert len(seen) == 6 and {r["state"] for r in seen} <= {"filtered", "open|filtered"}, seen
 
 
 def test_closing_for_ipv4_only_on_an_inactive_host_keeps_ssh_over_ipv6(close_lab):
@@ -130,6 +131,6 @@ def test_closing_for_ipv4_only_on_an_inactive_host_keeps_ssh_over_ipv6(close_lab
     assert sorted((r["ports"], r["v6"]) for r in rules if r["comment"] == "sipguard.firewall ssh guard") == \
         [("22", False), ("22", True)]
     seen = dict(((r["address"], r["port"], r["transport"]), r["state"]) for r in probe([info["ipv4"]], PORTS))
-    assert set(seen.values()) == {"filtered"}, seen
+    assert set(seen.values()) <= {"filtered", "open|filtered"}, seen
     pong = adhoc(close_lab["inventory"], host, "ansible.builtin.ping")
     assert pong[host][0] == "SUCCESS"
