@@ -16,6 +16,7 @@ import errno
 import fcntl
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -31,6 +32,18 @@ USER_RULES = {4: "/etc/ufw/user.rules", 6: "/etc/ufw/user6.rules"}
 RESTORE = {4: "iptables-restore", 6: "ip6tables-restore"}
 # The lock every ufw command takes (ufw/util.py create_lock) for as long as it runs.
 UFW_LOCK = "/run/ufw.lock"
+
+
+_IN_INTERFACE = re.compile(r"(?:^|\s)(?:-i|--in-interface)\s+(?!lo\+?(?:\s|$))\S", re.M)
+
+
+def needs_routes(netfilter_text):
+    """Routes matter for a DNAT to another address (Docker-style forwarding) and for a rule that
+    admits only on an interface (the one carrying the default route admits the Internet).
+    None (not read yet) reads them."""
+    if netfilter_text is None:
+        return True
+    return "DNAT" in netfilter_text or bool(_IN_INTERFACE.search(netfilter_text))
 
 
 def _read(path):
@@ -53,9 +66,8 @@ def gather(module, commands=None, previous=None):
     for key, argv in COMMANDS.items():
         if commands is not None and key not in commands:
             continue
-        if key in ROUTES_FOR and "DNAT" not in (raw["commands"].get(ROUTES_FOR[key]) or {}).get("out", "DNAT"):
-            # Routes only matter for a DNAT to another address (Docker-style forwarding).
-            raw["commands"][key] = {"rc": 0, "out": "", "err": "not read: no DNAT in netfilter"}
+        if key in ROUTES_FOR and not needs_routes((raw["commands"].get(ROUTES_FOR[key]) or {}).get("out")):
+            raw["commands"][key] = {"rc": 0, "out": "", "err": "not read: no DNAT or interface match in netfilter"}
             continue
         binary = module.get_bin_path(argv[0])
         if binary is None:
@@ -73,25 +85,36 @@ def gather(module, commands=None, previous=None):
     return raw
 
 
-def ssh_ports(module, read_config=True):
-    """The port of this very connection and (``read_config``) the TCP ports sshd listens on (``sshd -T``)."""
-    ports = set()
-    conn = os.environ.get("SSH_CONNECTION", "").split()
-    if len(conn) == 4 and conn[3].isdigit():
-        ports.add(int(conn[3]))
-    sshd = module.get_bin_path("sshd", opt_dirs=["/usr/sbin", "/usr/local/sbin"]) if read_config else None
-    if sshd:
-        rc, out, _err = module.run_command([sshd, "-T"], environ_update={"LC_ALL": "C"})
-        if rc == 0:
-            for line in out.splitlines():
-                parts = line.split()
-                if len(parts) == 2 and parts[0] == "port" and parts[1].isdigit():
-                    ports.add(int(parts[1]))
-    return sorted(ports)
-
-
 class ApplyError(RuntimeError):
     pass
+
+
+_ROLLBACK_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+
+
+def check_rollback_id(value, option="rollback_id"):
+    """A rollback group is a name, never a path: letters, digits, ``.``, ``_``, ``-``; no ``..``.
+
+    The name becomes a directory under BACKUP_ROOT that a later run empties; a path here
+    (``../../srv/data``, ``/srv/data``) would make that run empty someone else's directory as root.
+    """
+    if value is None:
+        return value
+    text = str(value)
+    if not _ROLLBACK_ID.match(text) or ".." in text or text in (".",):
+        raise ApplyError("%s: %r is not a rollback name: use 1-128 letters, digits, '.', '_' or '-' "
+                         "(no '..', no '/'), e.g. close-2026-11-25" % (option, value))
+    return text
+
+
+def rollback_directory(group, root=BACKUP_ROOT):
+    """The backup directory of rollback group ``group``, after checking that it is a safe name
+    and that the result is a direct child of ``root``."""
+    check_rollback_id(group)
+    directory = os.path.join(root, group)
+    if os.path.dirname(os.path.normpath(directory)) != os.path.normpath(root):
+        raise ApplyError("rollback_id: %r does not name a directory inside %s" % (group, root))
+    return directory
 
 
 def backup(group, was_active):
@@ -100,7 +123,7 @@ def backup(group, was_active):
     One ``close`` run may call ufw_port once per port; all of them share one group, so a
     rollback restores the state from before the whole run, not from before the last port.
     """
-    directory = os.path.join(BACKUP_ROOT, group)
+    directory = rollback_directory(group)
     if os.path.exists(os.path.join(directory, "armed")):
         return directory  # an earlier port of this run, not yet confirmed
     shutil.rmtree(directory, ignore_errors=True)  # a finished group of the same name is stale

@@ -17,6 +17,8 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import binascii
+import ipaddress
+import math
 import re
 
 from ansible_collections.sipguard.firewall.plugins.module_utils.netfilter import (
@@ -416,7 +418,153 @@ _VERB = {"ACCEPT": "accepts", "DROP": "drops", "REJECT": "rejects", "RETURN": "r
          "PASS": "accepts", "DNAT": "translates", "REDIRECT": "redirects"}
 
 
-def evaluate_port(net, family, proto, port):
+# --------------------------------------------------------------------------- what "restricted" means
+
+# A restriction admits at most a /8 of public IPv4 space or a /32 of public IPv6 space (ufw_info's
+# restricted_prefix); a source set wider than that is no restriction and the port is open.
+DEFAULT_RESTRICTED_PREFIX = {4: 8, 6: 32}
+# Address space no Internet sender has: RFC 6890 special-purpose ranges (disjoint); for IPv6 all of
+# it but 2000::/3, the global unicast space.
+_NOT_PUBLIC = {
+    4: [ipaddress.ip_network(n) for n in (
+        "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12",
+        "192.0.0.0/24", "192.0.2.0/24", "192.168.0.0/16", "198.18.0.0/15", "198.51.100.0/24",
+        "203.0.113.0/24", "224.0.0.0/3")],
+}
+_PUBLIC6 = ipaddress.ip_network("2000::/3")
+
+
+def restricted_limits(restricted_prefix=None):
+    """``{"ipv4": 8, "ipv6": 32}`` (either key optional) -> {4: 8, 6: 32}."""
+    limits = dict(DEFAULT_RESTRICTED_PREFIX)
+    for key, value in (restricted_prefix or {}).items():
+        if value is None:
+            continue
+        if str(key) not in ("ipv4", "ipv6"):
+            raise UfwModelError("restricted_prefix: %r is not ipv4 or ipv6" % (key,))
+        family = int(str(key)[-1])
+        top = 32 if family == 4 else 128
+        try:
+            prefix = int(value)
+        except (TypeError, ValueError):
+            prefix = -1
+        if not 0 <= prefix <= top:
+            raise UfwModelError("restricted_prefix.%s: %r is not a prefix length (0-%d)" % (key, value, top))
+        limits[family] = prefix
+    return limits
+
+
+def _overlap(a, b):
+    """Addresses two CIDR networks share (one contains the other, or none)."""
+    if a.version != b.version or not a.overlaps(b):
+        return 0
+    return min(a.num_addresses, b.num_addresses)
+
+
+def public_addresses(networks):
+    """How many public addresses the union of ``networks`` (ip_network objects, one family) holds."""
+    union = list(ipaddress.collapse_addresses(networks)) if networks else []
+    if not union:
+        return 0
+    if union[0].version == 6:
+        return sum(_overlap(n, _PUBLIC6) for n in union)
+    return sum(n.num_addresses for n in union) - sum(_overlap(n, r) for n in union for r in _NOT_PUBLIC[4])
+
+
+def too_wide(networks, family, limits):
+    """A text saying why ``networks`` is no restriction, or None when it admits at most the limit."""
+    count = public_addresses(networks)
+    prefix = limits[family]
+    max_prefix = 32 if family == 4 else 128
+    if count > 2 ** (max_prefix - prefix):
+        return "%s public IPv%d addresses, more than a /%d" % (_count_text(count), family, prefix)
+    return None
+
+
+def _count_text(count):
+    """An address count as a person reads it: exact up to 2^40, else as a power of two."""
+    if count < 2 ** 40:
+        return str(count)
+    return "2^%g" % round(math.log(count, 2), 1)
+
+
+def _intersect(nets, other):
+    out = []
+    for net in nets:
+        if net.subnet_of(other):
+            out.append(net)
+        elif other.subnet_of(net):
+            out.append(other)
+    return out
+
+
+def _subtract(nets, other):
+    out = []
+    for net in nets:
+        if not net.overlaps(other):
+            out.append(net)
+        elif not net.subnet_of(other):
+            out.extend(net.address_exclude(other))
+    return out
+
+
+def default_route_devices(routes, family):
+    """Devices that carry a default route of ``family``: whatever arrives there may come from anywhere."""
+    return sorted(set(dev for network, dev in routes if network.prefixlen == 0 and network.version == family and dev))
+
+
+def _admitted_senders(outcome, family, default_devs):
+    """The sender networks one admitting path lets in from the Internet, or None when that cannot be
+    said (an ipset, a match the model does not evaluate): such a path counts as a real restriction."""
+    nets = [ipaddress.ip_network("0.0.0.0/0" if family == 4 else "::/0")]
+    for key, (value, _text, generic) in outcome.assumed.items():
+        member = value != generic  # the sender is in the rule's network / on the rule's interface
+        if key[0] == "src":
+            try:
+                other = ipaddress.ip_network(key[1], strict=False)
+            except ValueError:
+                return None
+            if other.version != family:
+                continue
+            nets = _intersect(nets, other) if member else _subtract(nets, other)
+        elif key[0] == "in":
+            on_default = any(_iface_pattern(key[1], dev) for dev in default_devs)
+            if not default_devs or member != on_default:
+                return []  # only senders on another interface: not the Internet
+        else:
+            return None
+    return nets
+
+
+def _iface_pattern(pattern, name):
+    return name.startswith(pattern[:-1]) if pattern.endswith("+") else name == pattern
+
+
+def wide_admission(net, family, admitted, limits):
+    """Why the senders the ``admitted`` paths let in are no restriction, or None.
+
+    The union of all admitting paths counts (``0.0.0.0/1`` and ``128.0.0.0/1`` together admit
+    everyone); an interface restriction admits the Internet when the interface carries the
+    default route.
+    """
+    union = []
+    via_default = False
+    default_devs = default_route_devices(net.routes, family)
+    for outcome, _dnat in admitted:
+        senders = _admitted_senders(outcome, family, default_devs)
+        if senders is None:
+            continue
+        union.extend(senders)
+        if senders and any(k[0] == "in" for k in outcome.assumed):
+            via_default = True
+    why = too_wide(union, family, limits)
+    if why is None:
+        return None
+    where = " on %s, which carries the default route," % ", ".join(default_devs) if via_default else ""
+    return "the admitted senders%s are no restriction (%s)" % (where, why)
+
+
+def evaluate_port(net, family, proto, port, restricted_prefix=None):
     """The effective verdict for new packets to ``port``/``proto`` over IPv4 (4) or IPv6 (6).
 
     ``state``: ``open`` when an arbitrary sender is admitted, ``restricted`` when only some
@@ -459,6 +607,12 @@ def evaluate_port(net, family, proto, port):
             "reason": "admitted only %s: %s; everyone else: %s" % (
                 " and ".join(chosen[0].conditions()), reason2, reason),
         })
+        wide = wide_admission(net, family, admitted, restricted_limits(restricted_prefix))
+        if wide:
+            result["state"] = "open"
+            result["reason"] = "%s: %s" % (wide, result["reason"])
+            result["remediation"] = ("admit only the senders that need the port (ufw_info's restricted_prefix "
+                                     "sets how wide a restriction may be)")
     if result["state"] != "blocked" and not net.ufw_active:
         result["remediation"] = ("no active UFW guards this port: install and enable UFW with the port closed "
                                  "(the close role or ufw_port does both, keeping SSH reachable)")
@@ -502,9 +656,12 @@ def _ok(raw, key):
     return cmd["out"] if cmd and cmd.get("rc") == 0 else None
 
 
-def inspect_host(raw, port_specs):
+def inspect_host(raw, port_specs, restricted_prefix=None):
     """Turn what a host gave us (command outputs and files, see COMMANDS/FILES) into the
-    ``ufw_info`` result: ``ufw``, ``listeners``, ``exposure``, ``exposed``, ``caveats``."""
+    ``ufw_info`` result: ``ufw``, ``listeners``, ``exposure``, ``exposed``, ``caveats``.
+
+    ``restricted_prefix`` ({"ipv4": 8, "ipv6": 32}) is how wide a source restriction may be and
+    still count as ``restricted``."""
     files = raw.get("files") or {}
     caveats = []
     conf = parse_shell_vars(files.get("ufw_conf"))
@@ -541,7 +698,7 @@ def inspect_host(raw, port_specs):
                            "reason": "the host has no routable IPv%d address" % family,
                            "bypass": False, "conditions": []}
             else:
-                verdict = evaluate_port(nets[family], family, spec.proto, spec.port)
+                verdict = evaluate_port(nets[family], family, spec.proto, spec.port, restricted_prefix)
             verdict["listening"] = bool(listening_on(listeners, family, spec.proto, spec.port))
             item["ipv%d" % family] = verdict
         exposure.append(item)

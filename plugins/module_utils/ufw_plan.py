@@ -34,6 +34,8 @@ from ansible_collections.sipguard.firewall.plugins.module_utils.ufw_model import
     evaluate_port,
     number_rules,
     parse_defaults,
+    restricted_limits,
+    too_wide,
     parse_shell_vars,
     parse_user_rules,
 )
@@ -63,21 +65,46 @@ def _hex(text):
 
 
 def normalize_sources(allow_from):
-    """CIDRs as ufw writes them in its tuples (a host route without its /32 or /128)."""
+    """CIDRs as ufw writes them in its tuples (a host route without its /32 or /128).
+
+    A network with host bits set (``203.0.113.77/8``) is refused rather than widened silently:
+    the operator meant either the host or a network, and only they know which.
+    """
     sources = []
     for index, value in enumerate(allow_from or []):
+        text = str(value).strip()
         try:
-            net = ipaddress.ip_network(str(value).strip(), strict=False)
+            net = ipaddress.ip_network(text, strict=False)
         except ValueError:
             raise PlanError("allow_from[%d]: %r is not an IPv4/IPv6 address or CIDR (e.g. 203.0.113.0/24)"
                             % (index, value))
+        try:
+            ipaddress.ip_network(text, strict=True)
+        except ValueError:
+            host = text.split("/", 1)[0]
+            raise PlanError("allow_from[%d]: %r has host bits set: did you mean %s (the network) or %s (that one "
+                            "host)?" % (index, value, net, host))
         text = str(net.network_address) if net.prefixlen == net.max_prefixlen else str(net)
         if text not in sources:
             sources.append(text)
     return sources
 
 
-def check_request(port, proto, state, allow_from, method, families):
+def check_sources_restrict(sources, restricted_prefix=None):
+    """Refuse a set of sources that is no restriction: the same rule ufw_info uses for
+    ``restricted`` (the union of the sources, per family, admits at most restricted_prefix)."""
+    limits = restricted_limits(restricted_prefix)
+    for family in (4, 6):
+        nets = [ipaddress.ip_network(s) for s in sources if (":" in s) == (family == 6)]
+        why = too_wide(nets, family, limits)
+        if why:
+            raise PlanError("allow_from: %s%s admit%s %s: that is no restriction, the port would stay open to "
+                            "the Internet. Name the senders' own ranges (or widen restricted_prefix.ipv%d)"
+                            % (", ".join(str(n) for n in nets), " together" if len(nets) > 1 else "",
+                               "" if len(nets) > 1 else "s", why, family))
+
+
+def check_request(port, proto, state, allow_from, method, families, restricted_prefix=None):
     """Validate before anything else runs; every error names the option and the bad value."""
     if not isinstance(port, int) or not 1 <= port <= 65535:
         raise PlanError("port: %r is not a port (1-65535)" % (port,))
@@ -95,7 +122,16 @@ def check_request(port, proto, state, allow_from, method, families):
         raise PlanError("allow_from: state=restricted needs at least one CIDR to admit (e.g. a SIP trunk's range)")
     if state == "closed" and sources:
         raise PlanError("allow_from: only used with state=restricted; remove it or set state=restricted")
+    check_sources_restrict(sources, restricted_prefix)
     return sources
+
+
+def check_ssh_ports(values, option="ssh_ports"):
+    """The SSH ports the operator names: each a TCP port 1-65535."""
+    for index, value in enumerate(values or []):
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
+            raise PlanError("%s[%d]: %r is not a port (1-65535)" % (option, index, value))
+    return sorted(set(values or []))
 
 
 def parse_targets(ports):
@@ -375,20 +411,34 @@ def _expected_state(state, sources, family):
     return "blocked"
 
 
+def guard_families(host):
+    """The families UFW filters once enabled, so the families SSH must be guarded on: IPv4 always,
+    IPv6 unless IPV6=no (then ufw drops all IPv6 input and no user rule can admit SSH there)."""
+    return [4, 6] if host.ipv6 else [4]
+
+
 def plan_close(host, targets, state="closed", allow_from=None, method="deny", families=("ipv4", "ipv6"),
-               enable_ufw=True, ssh_ports=(), lockout_guard=True):
+               enable_ufw=True, ssh_ports=(), lockout_guard=True, restricted_prefix=None):
     """Plan closing (or restricting) every ``(port, proto)`` of ``targets`` as one change.
 
     One plan for all ports: check mode predicts exactly what the run does, and a failure
     restores the state from before the whole change. Raises PlanError when it cannot be done safely.
+
+    ``ssh_ports`` are guarded: never closed, and when UFW gets enabled they are allowed on every
+    family UFW will filter (``ufw enable`` turns on IPv4 and IPv6 whatever ``families`` says).
     """
     if not targets:
         raise PlanError("ports: give at least one port to close")
     sources = None
     for port, proto in targets:
-        sources = check_request(port, proto, state, allow_from, method, list(families))
+        sources = check_request(port, proto, state, allow_from, method, list(families), restricted_prefix)
     if not host.installed:
         raise PlanError("ufw is not installed on this host (no ufw command or /etc/ufw/ufw.conf): install the ufw package")
+    if list(families) == ["ipv6"] and not host.ipv6:
+        raise PlanError("families: ['ipv6'] but /etc/default/ufw has IPV6=no, so UFW manages no IPv6 rules "
+                        "(and drops all IPv6 input once active): set IPV6=yes there first, or close the port "
+                        "for ipv4")
+    ssh_ports = sorted(set(int(p) for p in ssh_ports or ()))
     for port, proto in targets:
         if lockout_guard and proto in ("tcp", "any") and port in ssh_ports:
             raise PlanError("port %d/tcp is this host's SSH port: closing it would lock you out. Use another port "
@@ -396,6 +446,10 @@ def plan_close(host, targets, state="closed", allow_from=None, method="deny", fa
     if not host.active and not enable_ufw:
         raise PlanError("UFW is inactive and enable_ufw is false: the rules would be written but not enforced; "
                         "set enable_ufw: true")
+    if not host.active and lockout_guard and not ssh_ports:
+        raise PlanError("UFW is inactive and would be enabled, but no SSH port could be found (not in sshd -T, "
+                        "not among the listening sockets, no ssh.socket, no SSH_CONNECTION, no Ansible port): "
+                        "name the ports SSH must keep with ssh_ports (e.g. ssh_ports: [22]); nothing was changed")
     fams = [int(f[-1]) for f in families if f == "ipv4" or host.ipv6]
     enabled = ["ipv%d" % f for f in fams]
     wanted = []
@@ -411,12 +465,15 @@ def plan_close(host, targets, state="closed", allow_from=None, method="deny", fa
                 checks.append((port, p))
 
     def verdicts(nets):
-        return dict(("%d/%s/ipv%d" % (port, p, fam), evaluate_port(nets[fam], fam, p, port))
+        return dict(("%d/%s/ipv%d" % (port, p, fam), evaluate_port(nets[fam], fam, p, port, restricted_prefix))
                     for port, p in checks for fam in (4, 6))
 
     current_nets = dict((f, _simulate(host, f, [r for r in host.rules if _family(r) == f], {}, host.active))
                         for f in (4, 6))
     plan.verdicts_before = verdicts(current_nets)
+    # SSH that works now must work after the change, on both families.
+    ssh_before = dict(((port, f), evaluate_port(current_nets[f], f, "tcp", port)["state"])
+                      for port in ssh_ports for f in (4, 6))
 
     managed = [r for r in host.rules if r.comment in comments]
     desired = dict((fam, [w.tuple_text(fam) for w in wanted if fam in w.families(fams)]) for fam in (4, 6))
@@ -459,13 +516,16 @@ def plan_close(host, targets, state="closed", allow_from=None, method="deny", fa
         lists[fam] = new + kept
     # 3. an inactive UFW is enabled only once SSH is sure to stay reachable
     if not host.active:
-        for ssh_port in sorted(set(ssh_ports)):
-            sim = dict((f, _simulate(host, f, lists[f], extra_lines, True)) for f in (4, 6))
-            if any(evaluate_port(sim[f], f, "tcp", ssh_port)["state"] == "blocked" for f in fams or [4]):
-                guard = Wanted("allow", "tcp", ssh_port, None, None if len(fams) == 2 else fams[0], SSH_GUARD_COMMENT)
+        guarded = guard_families(host)
+        for ssh_port in ssh_ports:
+            sim = dict((f, _simulate(host, f, lists[f], extra_lines, True)) for f in guarded)
+            blocked = [f for f in guarded if evaluate_port(sim[f], f, "tcp", ssh_port)["state"] == "blocked"]
+            if blocked:
+                guard = Wanted("allow", "tcp", ssh_port, None, None if len(blocked) == 2 else blocked[0],
+                               SSH_GUARD_COMMENT)
                 plan.commands.append(guard.command(prepend=False))
                 for fam in (4, 6):
-                    if fam in guard.families(fams):
+                    if fam in guard.families(guarded):
                         tup = guard.tuple_text(fam)
                         lists[fam].append(UfwRule(tup, fam == 6))
                         extra_lines[tup] = guard.iptables_lines(fam)
@@ -490,10 +550,10 @@ def plan_close(host, targets, state="closed", allow_from=None, method="deny", fa
             raise PlanError("the planned rules would still admit %s: %s. Nothing was changed; fix that first "
                             "(see ufw_info's remediation)" % (key, verdict["reason"]))
     if lockout_guard:
-        for ssh_port in sorted(set(ssh_ports)):
-            for fam in fams or [4]:
+        for ssh_port in ssh_ports:
+            for fam in guard_families(host):
                 v = evaluate_port(after_nets[fam], fam, "tcp", ssh_port)
-                if v["state"] == "blocked":
+                if v["state"] == "blocked" and ssh_before[(ssh_port, fam)] != "blocked":
                     raise PlanError("the planned rules would block SSH on %d/tcp (ipv%d): %s. Nothing was changed"
                                     % (ssh_port, fam, v["reason"]))
     return plan

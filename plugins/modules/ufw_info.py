@@ -22,6 +22,9 @@ description:
     bypass UFW.
   - Rules that depend on the sender (source address, source port, input interface, ipsets) are
     explored both ways, so a port admitted only for some senders is reported as C(restricted).
+  - A restriction that is none is reported C(open) with the reason - sources that together (the union of
+    every admitting rule, for example V(0.0.0.0/1) plus V(128.0.0.0/1)) hold more public addresses than
+    O(restricted_prefix) allows, or an input interface that carries the default route.
   - Matches the model cannot evaluate are assumed to match when they would admit the packet and
     not to match when they would block it, so that uncertainty errs towards reporting exposure.
   - Read-only; needs root (C(become=true)) to read netfilter.
@@ -37,6 +40,23 @@ options:
     type: list
     elements: str
     default: ['5060/udp', '5060/tcp', '5061/tcp']
+  restricted_prefix:
+    description:
+      - The widest restriction that still counts as C(restricted), as a prefix length per family - the admitted
+        senders together may hold no more public addresses (outside private, documentation and other
+        special-purpose ranges; for IPv6 within 2000::/3) than one network of that prefix.
+      - M(sipguard.firewall.ufw_port) refuses an O(sipguard.firewall.ufw_port#module:allow_from) by the same rule.
+    type: dict
+    version_added: 1.2.0
+    suboptions:
+      ipv4:
+        description: IPv4 prefix length (0-32); the default admits at most a /8.
+        type: int
+        default: 8
+      ipv6:
+        description: IPv6 prefix length (0-128); the default admits at most a /32.
+        type: int
+        default: 32
 requirements:
   - iptables (iptables-save, ip6tables-save), iproute2 (ss, ip) on the target.
 notes:
@@ -166,7 +186,9 @@ exposure:
       type: dict
       contains:
         state:
-          description: C(open) (admitted from any sender), C(restricted) (only some senders or interfaces), C(blocked).
+          description:
+            - C(open) (admitted from any sender, or from senders too many to be a restriction, see O(restricted_prefix)),
+              C(restricted) (only some senders or interfaces), C(blocked).
           type: str
         action:
           description: What netfilter does to an arbitrary sender's packet (accept, drop, reject).
@@ -222,25 +244,30 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.sipguard.firewall.plugins.module_utils.ports import DEFAULT_PORTS, PortSpecError, parse_port_specs
 from ansible_collections.sipguard.firewall.plugins.module_utils.ufw_host import gather
-from ansible_collections.sipguard.firewall.plugins.module_utils.ufw_model import UfwModelError, inspect_host
+from ansible_collections.sipguard.firewall.plugins.module_utils.ufw_model import UfwModelError, inspect_host, restricted_limits
 from ansible_collections.sipguard.firewall.plugins.module_utils.netfilter import NetfilterParseError
 
 
 def main():
     module = AnsibleModule(
-        argument_spec=dict(ports=dict(type="list", elements="str", default=list(DEFAULT_PORTS))),
+        argument_spec=dict(
+            ports=dict(type="list", elements="str", default=list(DEFAULT_PORTS)),
+            restricted_prefix=dict(type="dict", options=dict(ipv4=dict(type="int", default=8),
+                                                             ipv6=dict(type="int", default=32))),
+        ),
         supports_check_mode=True,
     )
     try:
         specs = parse_port_specs(module.params["ports"])
-    except PortSpecError as exc:
+        restricted_limits(module.params["restricted_prefix"])
+    except (PortSpecError, UfwModelError) as exc:
         module.fail_json(msg=str(exc))
     if os.geteuid() != 0:
         module.fail_json(msg="ufw_info reads netfilter with iptables-save, which needs root: "
                              "run it with become: true")
     raw = gather(module)
     try:
-        result = inspect_host(raw, specs)
+        result = inspect_host(raw, specs, module.params["restricted_prefix"])
     except (UfwModelError, NetfilterParseError) as exc:
         module.fail_json(msg="cannot understand this host's firewall state: %s" % exc)
     for caveat in result["caveats"]:

@@ -22,8 +22,11 @@ description:
     fix) or SSH would be blocked, the module fails and changes nothing.
   - The rules it manages carry the comment C(sipguard.firewall PORT/PROTO); a second run with the
     same arguments changes nothing.
-  - When UFW is inactive it is enabled (O(enable_ufw)) only after the SSH ports in use (from
-    C(sshd -T) and the current connection) are allowed.
+  - When UFW is inactive it is enabled (O(enable_ufw)) only after the SSH ports are allowed on IPv4 and
+    IPv6 (C(ufw enable) turns on both families, whatever O(families) says). The SSH ports are the union of
+    C(sshd -T) (C(Port) and the ports inside C(ListenAddress)), the TCP sockets sshd (or a systemd
+    C(ssh.socket)) listens on, C(SSH_CONNECTION), and O(ssh_ports). When none is found, the module refuses
+    to enable UFW until O(ssh_ports) names them.
   - After applying, the host is read again and the verdict checked; if it differs from the plan,
     the previous rules are restored and the module fails. Any failure restores the previous rules.
   - With O(rollback_after), a detached process on the host restores the previous rules unless the
@@ -67,17 +70,41 @@ options:
     choices: [closed, restricted]
     default: closed
   allow_from:
-    description: Sources admitted when O(state=restricted) (for example a SIP trunk provider's ranges).
+    description:
+      - Sources admitted when O(state=restricted) (for example a SIP trunk provider's ranges).
+      - A network with host bits set (V(203.0.113.77/8)) is an error that names the network meant.
+      - Sources that together admit more public address space than O(restricted_prefix) allows (for example
+        V(0.0.0.0/1) and V(128.0.0.0/1)) are no restriction and are refused; M(sipguard.firewall.ufw_info)
+        reports such a port C(open) by the same rule.
     type: list
     elements: str
     default: []
+  restricted_prefix:
+    description:
+      - How much public address space a restriction may admit and still count as one, as a prefix length per
+        family; the union of O(allow_from) of a family must hold no more public addresses than one network of
+        that prefix. The same option of M(sipguard.firewall.ufw_info) decides C(restricted) against C(open).
+    type: dict
+    version_added: 1.2.0
+    suboptions:
+      ipv4:
+        description: IPv4 prefix length (0-32).
+        type: int
+        default: 8
+      ipv6:
+        description: IPv6 prefix length (0-128).
+        type: int
+        default: 32
   method:
     description: C(deny) drops silently; C(reject) answers with ICMP port-unreachable or TCP RST.
     type: str
     choices: [deny, reject]
     default: deny
   families:
-    description: Address families to close the port for.
+    description:
+      - Address families to close the port for.
+      - V([ipv6]) on a host whose C(/etc/default/ufw) has C(IPV6=no) is refused (UFW manages no IPv6 rules there).
+      - An inactive UFW is enabled for both families; SSH is then guarded on both, whatever this says.
     type: list
     elements: str
     choices: [ipv4, ipv6]
@@ -96,6 +123,8 @@ options:
     description:
       - Groups the calls of one run (one per port) so that a rollback restores the rules from before the
         first of them. Use one id per run.
+      - A name, never a path - 1-128 letters, digits, C(.), C(_) or C(-), without C(..). It names a directory
+        under C(/var/lib/sipguard/rollback) that a later run with the same id replaces.
     type: str
   apply:
     description:
@@ -120,6 +149,15 @@ options:
       - Turn off only with console access to the host.
     type: bool
     default: true
+  ssh_ports:
+    description:
+      - TCP ports SSH must keep, in addition to those the module finds (see the description); the
+        M(sipguard.firewall.close) role passes the port Ansible connects to (C(ansible_port)).
+      - Needed when UFW is inactive and no SSH port can be found on the host.
+    type: list
+    elements: int
+    default: []
+    version_added: 1.2.0
 requirements:
   - ufw, iptables and iproute2 on the target; root (C(become=true)).
 seealso:
@@ -226,13 +264,19 @@ enabled_ufw:
   sample: false
 ssh_ports:
   description:
-    - SSH ports the lock-out guard protected; the port of this connection and the ports C(sshd -T) reports.
-    - On a run that changes nothing, only the port of this connection (sshd's configuration is read only when
-      there is a change to guard).
+    - SSH ports the lock-out guard protected - O(ssh_ports), C(SSH_CONNECTION), the TCP ports sshd listens on,
+      and (when there is a change to guard) the ports of C(sshd -T) and of a systemd C(ssh.socket).
+    - On a run that changes nothing, sshd's configuration and socket units are not read.
   returned: always
   type: list
   elements: int
-  sample: [22]
+  sample: [22, 2222]
+ssh_port_sources:
+  description: Where each port of RV(ssh_ports) was found (C(named), C(SSH_CONNECTION), C(sshd -T), C(listening), C(ssh.socket)).
+  returned: always
+  type: dict
+  sample: {"22": ["named", "SSH_CONNECTION", "sshd -T", "listening"], "2222": ["sshd -T", "listening"]}
+  version_added: 1.2.0
 info:
   description:
     - The host as M(sipguard.firewall.ufw_info) reports it for these ports (without C(ufw.app_profiles)), read after
@@ -271,16 +315,18 @@ from ansible_collections.sipguard.firewall.plugins.module_utils.ufw_host import 
     apply_files,
     arm_rollback,
     backup,
+    check_rollback_id,
     gather,
     restore,
-    ssh_ports,
 )
+from ansible_collections.sipguard.firewall.plugins.module_utils.ssh_guard import read_ssh_ports
 from ansible_collections.sipguard.firewall.plugins.module_utils.ports import PortSpec
 from ansible_collections.sipguard.firewall.plugins.module_utils.ufw_model import UfwModelError, inspect_host
 from ansible_collections.sipguard.firewall.plugins.module_utils.ufw_plan import (
     HostState,
     PlanError,
     check_request,
+    check_ssh_ports,
     parse_targets,
     plan_close,
     render_rules,
@@ -291,11 +337,11 @@ def _states(verdicts):
     return dict((k, v["state"]) for k, v in verdicts.items())
 
 
-def _inspect(raw, specs):
+def _inspect(raw, specs, restricted_prefix=None):
     """ufw_info's view of ``raw`` without the catalogue of application profiles (the verdicts
     already name the profile that decided), or None when it cannot be read (the failure says why)."""
     try:
-        info = inspect_host(raw, specs)
+        info = inspect_host(raw, specs, restricted_prefix)
     except (UfwModelError, NetfilterParseError):
         return None
     info["ufw"].pop("app_profiles", None)
@@ -317,6 +363,9 @@ def main():
             rollback_id=dict(type="str"),
             lockout_guard=dict(type="bool", default=True),
             apply=dict(type="str", default="auto", choices=["auto", "files", "ufw"]),
+            ssh_ports=dict(type="list", elements="int", default=[]),
+            restricted_prefix=dict(type="dict", options=dict(ipv4=dict(type="int", default=8),
+                                                             ipv6=dict(type="int", default=32))),
         ),
         mutually_exclusive=[("port", "ports")],
         required_one_of=[("port", "ports")],
@@ -326,10 +375,12 @@ def main():
     try:
         targets = parse_targets(p["ports"]) if p["ports"] is not None else [(p["port"], p["proto"])]
         for port, proto in targets:
-            check_request(port, proto, p["state"], p["allow_from"], p["method"], p["families"])
+            check_request(port, proto, p["state"], p["allow_from"], p["method"], p["families"], p["restricted_prefix"])
+        check_ssh_ports(p["ssh_ports"])
+        check_rollback_id(p["rollback_id"])
         if p["rollback_after"] < 0:
             raise PlanError("rollback_after: %d is negative; give seconds (0 = no rollback)" % p["rollback_after"])
-    except PlanError as exc:
+    except (PlanError, ApplyError, UfwModelError) as exc:
         module.fail_json(msg=str(exc))
     if os.geteuid() != 0:
         module.fail_json(msg="ufw_port changes the firewall and needs root: run it with become: true")
@@ -339,9 +390,12 @@ def main():
 
     def plan_for(state, ssh):
         return plan_close(state, targets, p["state"], p["allow_from"], p["method"], p["families"],
-                          p["enable_ufw"], ssh, p["lockout_guard"])
+                          p["enable_ufw"], ssh, p["lockout_guard"], p["restricted_prefix"])
 
-    ports = ssh_ports(module, read_config=False)
+    ss = raw["commands"].get("ss") or {}
+    listeners = ss.get("out") if ss.get("rc") == 0 else None
+    guard = read_ssh_ports(module, listeners, p["ssh_ports"], read_config=False)
+    ports = guard.ports
     try:
         host = HostState(raw)
         try:
@@ -350,11 +404,13 @@ def main():
             plan = None
         if plan is None or plan.changed:
             # Only a change can lock SSH out: sshd's own ports (sshd -T) are read when there is one.
-            ports = ssh_ports(module)
+            guard = read_ssh_ports(module, listeners, p["ssh_ports"])
+            ports = guard.ports
             plan = plan_for(host, ports)
     except (PlanError, UfwModelError, NetfilterParseError) as exc:
         # Nothing was changed: the host as it is (with ufw_info's remediation) goes back with the refusal.
-        module.fail_json(msg=str(exc), ssh_ports=ports, info=_inspect(raw, specs))
+        module.fail_json(msg=str(exc), ssh_ports=ports, ssh_port_sources=guard.sources(),
+                         info=_inspect(raw, specs, p["restricted_prefix"]))
 
     applied_with = None
     if plan.changed:
@@ -362,7 +418,7 @@ def main():
         if applied_with == "files" and plan.files is None:
             module.fail_json(msg="apply=files: /etc/ufw/user.rules or user6.rules is not in the layout ufw writes "
                                  "(edited by hand?), so it cannot be rewritten safely; use apply=ufw or auto",
-                             commands=plan.commands, info=_inspect(raw, specs))
+                             commands=plan.commands, info=_inspect(raw, specs, p["restricted_prefix"]))
     result = dict(
         changed=plan.changed,
         applied_with=applied_with,
@@ -374,12 +430,13 @@ def main():
         verdicts=dict(before=plan.verdicts_before, after=plan.verdicts_after),
         enabled_ufw=plan.enable,
         ssh_ports=ports,
+        ssh_port_sources=guard.sources(),
         rollback=dict(id=p["rollback_id"], armed=None, deadline=None),
         diff=dict(before=render_rules(plan.before), after=render_rules(plan.after)),
         info=None,  # read below: once, after the change when there is one
     )
     if not plan.changed or module.check_mode:
-        result["info"] = _inspect(raw, specs)
+        result["info"] = _inspect(raw, specs, p["restricted_prefix"])
         module.exit_json(**result)
 
     ufw = raw["ufw_binary"]
@@ -397,15 +454,16 @@ def main():
         check = plan_for(after, ports)
         if check.changed or _states(check.verdicts_before) != _states(plan.verdicts_after):
             restore(directory, ufw, module.run_command)
-            result["info"] = _inspect(gather(module), specs)
+            result["info"] = _inspect(gather(module), specs, p["restricted_prefix"])
             module.fail_json(msg="after applying, the host does not match the plan (still to do: %s; verdicts %s); "
                                  "the previous rules were restored" % (check.commands,
                                                                        _states(check.verdicts_before)), **result)
         result["rules_after"] = check.before
-        result["info"] = _inspect(raw_after, specs)
+        result["info"] = _inspect(raw_after, specs, p["restricted_prefix"])
         result["diff"]["after"] = render_rules(check.before)
     except (ApplyError, PlanError, UfwModelError, NetfilterParseError, OSError) as exc:
-        result["info"] = _inspect(gather(module), specs)  # the rules as they are after the restore
+        # the rules as they are after the restore
+        result["info"] = _inspect(gather(module), specs, p["restricted_prefix"])
         module.fail_json(msg=str(exc), **result)
     if p["rollback_after"] > 0:
         result["rollback"] = dict(id=group, armed=arm_rollback(directory, p["rollback_after"], ufw),

@@ -306,8 +306,9 @@ def prepare_etc(ns, host, workdir):
         "# sipguard lab host %s" % host["name"],
         "Port %d" % port,
     ] + ["Port %d" % int(extra) for extra in host.get("ssh_extra_ports", [])] + [
-        "ListenAddress 0.0.0.0",
-        "ListenAddress ::",
+        # listen_addresses: sshd's ListenAddress values, which may carry their own port (0.0.0.0:2222).
+        "ListenAddress %s" % addr for addr in host.get("listen_addresses", ["0.0.0.0", "::"])
+    ] + [
         "HostKey /etc/ssh/ssh_host_ed25519_key",
         "PidFile /run/sipguard-lab-%s-sshd.pid" % ns,
         "PermitRootLogin prohibit-password",

@@ -35,7 +35,9 @@ def test_rule_numbers_are_the_ones_ufw_status_numbered_shows(host):
     assert numbers == [int(n) for n, _line in oracle]
     for number, line in oracle:
         rules = [r for r in result["ufw"]["rules"] if r["number"] == int(number)]
-        assert all(r["v6"] == ("(v6)" in line) for r in rules), line
+        # ufw marks "Anywhere" rules (v6); a rule with an IPv6 address shows the address instead
+        v6 = "(v6)" in line or bool(re.search(r"[0-9a-f]*:[0-9a-f]*:", line))
+        assert all(r["v6"] == v6 for r in rules), line
         assert line.split()[0].startswith(rules[0]["to"].split(" (v6)")[0].split()[0])
 
 
