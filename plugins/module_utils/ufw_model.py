@@ -354,6 +354,8 @@ def walk_packet(net, family, proto, port):
                         finals.append((mng, dnat))
                         continue
                     for flt in _stage(walker, net.tables, "filter", hook, moved, mng.assumed):
+                        # What earlier tables noted (a flood limiter in raw or mangle) holds for this path too.
+                        flt.notes = [n for o in (raw, mangle, nat, mng) for n in o.notes] + flt.notes
                         finals.append((flt, dnat))
     return finals
 
@@ -416,6 +418,13 @@ _VERB = {"ACCEPT": "accepts", "DROP": "drops", "REJECT": "rejects", "RETURN": "r
          "PASS": "accepts", "DNAT": "translates", "REDIRECT": "redirects"}
 
 
+def _acting_rules(final):
+    """The rules on an admitted path that act on other packets than the first (floods, marks, sizes...)."""
+    if final is None or final[0].verdict not in ("ACCEPT", "PASS"):
+        return []
+    return list(final[0].notes)
+
+
 def evaluate_port(net, family, proto, port):
     """The effective verdict for new packets to ``port``/``proto`` over IPv4 (4) or IPv6 (6).
 
@@ -459,6 +468,7 @@ def evaluate_port(net, family, proto, port):
             "reason": "admitted only %s: %s; everyone else: %s" % (
                 " and ".join(chosen[0].conditions()), reason2, reason),
         })
+    result["conditions"] += _acting_rules(main if result["state"] == "open" else admitted[0] if admitted else None)
     if result["state"] != "blocked" and not net.ufw_active:
         result["remediation"] = ("no active UFW guards this port: install and enable UFW with the port closed "
                                  "(the close role or ufw_port does both, keeping SSH reachable)")
