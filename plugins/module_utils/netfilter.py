@@ -553,6 +553,51 @@ def _describe_target(rule):
     return "%s %s" % ("goes to" if rule.goto else "jumps to", target)
 
 
+def _rule_keys(rule):
+    """Every Condition key the rule could make the walk decide, whatever the packet (an over-estimate)."""
+    keys = set()
+    for key, (neg, value) in rule.basics.items():
+        if key == "src":
+            try:
+                value = str(ipaddress.ip_network(value, strict=False))
+            except ValueError:
+                pass
+            keys.add(("src", value))
+        elif key == "in":
+            keys.add(("in", value))
+    for module, opts in rule.matches:
+        for opt, (neg, values) in opts.items():
+            value = values[0] if values else ""
+            keys.update([("sport", value, neg), ("set", value, neg), ("match", module, opt, " ".join(values), neg)])
+    return keys
+
+
+def _relevant_keys(chains):
+    """{chain: the Condition keys its rules and the chains it reaches could decide} (the graph is acyclic)."""
+    relevant = {}
+    for start in chains:
+        if start in relevant:
+            continue
+        stack = [start]
+        while stack:
+            name = stack[-1]
+            targets = [r.target for r in chains[name].rules if r.target in chains and r.target not in BUILTIN_CHAINS]
+            todo = [t for t in targets if t not in relevant and t not in stack]
+            if todo:
+                stack.extend(todo)
+                continue
+            stack.pop()
+            if name in relevant:
+                continue
+            keys = set()
+            for rule in chains[name].rules:
+                keys |= _rule_keys(rule)
+            for target in targets:
+                keys |= relevant.get(target, set())
+            relevant[name] = frozenset(keys)
+    return relevant
+
+
 def _find_cycle(chains):
     """A jump cycle in one table's chains, as [chain, ..., chain], or None (iterative: any depth)."""
     state = {}
@@ -584,6 +629,12 @@ def _find_cycle(chains):
     return None
 
 
+def _merge(assumed, sub_assumed):
+    merged = dict(assumed)
+    merged.update(sub_assumed)
+    return merged
+
+
 class Walker(object):
     """Follows one first packet (see Packet) through chains, forking on sender-dependent matches.
 
@@ -598,6 +649,7 @@ class Walker(object):
         self.paths = 0
         self._memo = {}
         self._checked = {}
+        self._relevant = {}
         self._ctx = {"marks": any(rule.target in MARK_TARGETS for chains in tables.values()
                                   for chain in chains.values() for rule in chain.rules)}
 
@@ -756,6 +808,8 @@ class Walker(object):
         if table not in self._checked:
             cycle = _find_cycle(self.tables.get(table, {}))
             self._checked[table] = cycle
+            if not cycle:
+                self._relevant[table] = _relevant_keys(self.tables.get(table, {}))
         cycle = self._checked[table]
         if cycle:
             raise NetfilterLoopError("jump cycle in the %s table: %s; iptables refuses to load such rules (ELOOP): "
@@ -787,6 +841,9 @@ class Walker(object):
                 active.discard(key[1])
                 self._memo[key] = answer = stop.value
                 continue
+            # A chain's walk depends only on the assumptions its own rules (and those it reaches) read.
+            relevant = self._relevant.get(table, {}).get(target, ())
+            sub_assumed = dict((k, v) for k, v in sub_assumed.items() if k in relevant)
             key = (table, target, pkey, frozenset(sub_assumed.items()))
             if key in self._memo:
                 answer = self._memo[key]
@@ -833,6 +890,7 @@ class Walker(object):
             return [("RETURN", (), assumed, "no chain %s" % chain_name, ())]
         results = []
         pending = [(0, dict(assumed), ())]
+        queued = set()  # continuations after a jump, once each
         while pending:
             i, assumed, notes = pending.pop(0)
             ended = False
@@ -870,15 +928,25 @@ class Walker(object):
                     results.append(("ACCEPT", here, assumed, None, notes))
                 elif target in self.tables.get(table, {}) and target not in BUILTIN_CHAINS:
                     subs = yield target, assumed
+                    returns = 0
                     for verdict, frames, sub_assumed, note, sub_notes in subs:
+                        if verdict == "RETURN" and not rule.goto:
+                            # Each path back into this chain walks its rest: within the same budget as forks.
+                            returns += 1
+                            if returns > 1 and self.paths >= MAX_PATHS and not all(
+                                    v == g for k, (v, _t, g) in sub_assumed.items() if k not in assumed):
+                                continue
+                            self.paths += 1 if returns > 1 else 0
+                        sub_assumed = _merge(assumed, sub_assumed)
                         merged = notes + tuple(n for n in sub_notes if n not in notes)
                         if verdict != "RETURN":
                             results.append((verdict, here + frames, sub_assumed, note, merged))
                         elif rule.goto:
                             # -g pushed no return address: falling off the goto'd chain ends this one.
                             results.append(self._end(table, chain_name, chain, sub_assumed, merged))
-                        else:
-                            pending.append((i + 1, dict(sub_assumed), merged))
+                        elif (i + 1, frozenset(sub_assumed.items()), merged) not in queued:
+                            queued.add((i + 1, frozenset(sub_assumed.items()), merged))
+                            pending.append((i + 1, sub_assumed, merged))
                 else:
                     # An unknown terminating target (QUEUE, a missing chain...): the end of the walk.
                     results.append((target, here, assumed, "target %s not evaluated" % target, notes))
