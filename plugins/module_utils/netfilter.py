@@ -733,14 +733,14 @@ class Walker(object):
     def _module(self, module, opts, rule, pkt):
         """Conditions and (holds, text) pairs for one ``-m`` match, or False."""
         found = []
-        done = False
+        done = set()  # evaluators that read every option they need at once
         for opt, (neg, values) in opts.items():
             value = values[0] if values else ""
             family = _FAMILIES.get((module, opt))
             if family is not None:
-                if done:
+                if family in done:
                     continue
-                done = True
+                done.add(family)
                 holds, text = family(opts, pkt, self._ctx)
                 negated = any(opts[o][0] for o in opts if _FAMILIES.get((module, o)) is family)
                 if holds is None:

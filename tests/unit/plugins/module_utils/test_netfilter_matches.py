@@ -316,3 +316,10 @@ def test_the_parser_raises_only_its_documented_error(lines):
                 netfilter.Walker(tables, ADDR[4]).run(table, chain, netfilter.Packet(4, "udp", 5060))
             except netfilter.NetfilterLoopError:
                 pass
+
+
+def test_two_families_in_one_match_are_both_judged():
+    # --ctstate NEW holds, --ctstatus SEEN_REPLY does not: the rule acts on other packets only.
+    verdict = evaluate(ruleset("-A INPUT -m conntrack --ctstate NEW --ctstatus SEEN_REPLY -j DROP"))
+    assert verdict["state"] == "open"
+    assert verdict["conditions"] == ["connections with status SEEN_REPLY (filter INPUT #1 drops)"]
