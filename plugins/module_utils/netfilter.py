@@ -530,6 +530,8 @@ _FAMILIES = {
     ("conntrack", "--ctstatus"): _family_ctstatus,
     ("string", "--string"): _family_string,
 }
+# Matches that hold for a first packet but not for a flood: an ACCEPT behind them admits at a rate.
+_RATE_FAMILIES = (_family_hashlimit, _family_limit)
 # Options that only tune a match evaluated above, or that every first packet passes.
 _PASSIVE = {
     "hashlimit": None, "limit": None, "connlimit": None, "recent": None, "comment": None, "string": None,
@@ -750,6 +752,8 @@ class Walker(object):
                     holds = not holds
                     if text:
                         text = "not " + text if not text.startswith("not ") else text[4:]
+                if holds and family not in _RATE_FAMILIES:
+                    text = None  # the packets it does not hold for (ESTABLISHED, ...) are not the port's guard
                 if text is None:
                     if not holds:
                         return False
