@@ -18,6 +18,7 @@ __metaclass__ = type
 import ipaddress
 import re
 import shlex
+import socket
 
 BUILTIN_CHAINS = ("PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING")
 TERMINAL_FILTER = ("ACCEPT", "DROP", "REJECT")
@@ -43,18 +44,32 @@ class NetfilterLoopError(NetfilterParseError):
 # Options whose values are port numbers, ranges (``5000:6000``) or lists (``80,443,5000:6000``).
 PORT_OPTIONS = ("--dport", "--dports", "--destination-port", "--destination-ports", "--sport", "--sports",
                 "--source-port", "--source-ports", "--ports")
-_PORT_SPEC = re.compile(r"^(\d{1,5})?(:(\d{1,5})?)?$")
+_PORT = r"([0-9]{1,5}|[A-Za-z][A-Za-z0-9_.-]*)"
+_PORT_SPEC = re.compile(r"^%s?(:%s?)?$" % (_PORT, _PORT))
+_SERVICES = {}
+
+
+def _service_port(name):
+    """A port number or a service name as iptables-restore resolves it (/etc/services), or None."""
+    if name.isdigit():
+        return int(name)
+    if name not in _SERVICES:
+        try:
+            _SERVICES[name] = socket.getservbyname(name)
+        except (OSError, socket.error):
+            _SERVICES[name] = None
+    return _SERVICES[name]
 
 
 def _check_port_spec(option, value):
-    """Raise NetfilterParseError unless ``value`` is what iptables-save prints for a port option."""
+    """Raise NetfilterParseError unless ``value`` is a port option's value iptables-restore accepts."""
     parts = value.split(",") if value else [""]
     for part in parts:
         m = _PORT_SPEC.match(part.strip())
-        if not part.strip() or not m or not (m.group(1) or m.group(3)) or \
-                any(int(g) > 65535 for g in (m.group(1), m.group(3)) if g):
-            raise NetfilterParseError("%s %r is not a port, range (5000:6000) or list (80,443) of ports 0-65535"
-                                      % (option, value))
+        ports = [g for g in (m.group(1), m.group(3)) if g] if m else []
+        if not ports or any(_service_port(g) is None or _service_port(g) > 65535 for g in ports):
+            raise NetfilterParseError("%s %r is not a port, range (5000:6000) or list (80,443) of ports 0-65535 "
+                                      "or service names" % (option, value))
 
 
 def _is_option(token):
@@ -355,11 +370,11 @@ def _port_in(port, spec):
             continue
         if ":" in part:
             low, high = part.split(":", 1)
-            low = int(low) if low.isdigit() else 0
-            high = int(high) if high.isdigit() else 65535
-            if low <= port <= high:
+            low = _service_port(low) if low else 0
+            high = _service_port(high) if high else 65535
+            if low is not None and high is not None and low <= port <= high:
                 return True
-        elif part.isdigit() and int(part) == port:
+        elif _service_port(part) == port:
             return True
     return False
 
@@ -652,6 +667,7 @@ class Walker(object):
         self._memo = {}
         self._checked = {}
         self._relevant = {}
+        self._matched = {}  # (id(rule), packet key) -> what match() said: a rule is judged once per packet
         self._ctx = {"marks": any(rule.target in MARK_TARGETS for chains in tables.values()
                                   for chain in chains.values() for rule in chain.rules)}
 
@@ -847,7 +863,10 @@ class Walker(object):
                 continue
             # A chain's walk depends only on the assumptions its own rules (and those it reaches) read.
             relevant = self._relevant.get(table, {}).get(target, ())
-            sub_assumed = dict((k, v) for k, v in sub_assumed.items() if k in relevant)
+            if len(relevant) < len(sub_assumed):
+                sub_assumed = dict((k, sub_assumed[k]) for k in relevant if k in sub_assumed)
+            else:
+                sub_assumed = dict((k, v) for k, v in sub_assumed.items() if k in relevant)
             key = (table, target, pkey, frozenset(sub_assumed.items()))
             if key in self._memo:
                 answer = self._memo[key]
@@ -893,6 +912,7 @@ class Walker(object):
         if chain is None:
             return [("RETURN", (), assumed, "no chain %s" % chain_name, ())]
         results = []
+        pkey = pkt.key()
         pending = [(0, dict(assumed), ())]
         queued = set()  # continuations after a jump, once each
         while pending:
@@ -900,7 +920,9 @@ class Walker(object):
             ended = False
             while i < len(chain.rules):
                 rule = chain.rules[i]
-                decided = self.match(rule, pkt)
+                decided = self._matched.get((id(rule), pkey))
+                if decided is None:
+                    decided = self._matched[(id(rule), pkey)] = self.match(rule, pkt)
                 if decided is False:
                     i += 1
                     continue

@@ -204,7 +204,8 @@ def _ladder(levels, jumps=2):
 
 
 def _layers(chains, width):
-    """``chains`` chains in layers of ``width``; every chain jumps to two chains of the next layer."""
+    """``chains`` chains in layers of ``width``; every chain jumps to two chains of the next layer, a few
+    jumps only for some senders (each one a fork)."""
     names = ["C%d" % i for i in range(chains)]
     lines = ["*filter", ":INPUT DROP [0:0]"] + [":%s - [0:0]" % n for n in names] + ["-A INPUT -j C0"]
     for i in range(chains):
@@ -212,7 +213,7 @@ def _layers(chains, width):
         nxt = [(layer + 1) * width + (pos + k) % width for k in (0, 1)]
         for j in nxt:
             if j < chains:
-                lines.append("-A C%d -s 10.%d.0.0/16 -j C%d" % (i, j % 250, j) if j % 7 == 0 else "-A C%d -j C%d" % (i, j))
+                lines.append("-A C%d -s 10.%d.0.0/16 -j C%d" % (i, j % 250, j) if j % 97 == 0 else "-A C%d -j C%d" % (i, j))
     lines += ["-A INPUT -p udp --dport 5060 -j ACCEPT", "COMMIT", ""]
     return "\n".join(lines)
 
@@ -243,7 +244,7 @@ def test_the_walk_is_linear_in_the_rule_set():
     ("-A INPUT -p udp --dport 5060 -j", "iptables-save line 3: -j needs a target"),
     ("-A INPUT -p udp -m", "iptables-save line 3: -m needs a match module"),
     ("-A INPUT -p udp --dport 50a0:6000 -j ACCEPT",
-     "iptables-save line 3: --dport '50a0:6000' is not a port, range (5000:6000) or list (80,443) of ports 0-65535"),
+     "iptables-save line 3: --dport '50a0:6000' is not a port, range (5000:6000) or list (80,443) of ports 0-65535 or service names"),
     ("-A INPUT -p udp -m multiport --dports 80,,443 -j ACCEPT", "line 3: --dports '80,,443' is not a port"),
     ("-A INPUT -p udp --sport 70000 -j ACCEPT", "line 3: --sport '70000' is not a port"),
 ])
@@ -323,3 +324,11 @@ def test_two_families_in_one_match_are_both_judged():
     verdict = evaluate(ruleset("-A INPUT -m conntrack --ctstate NEW --ctstatus SEEN_REPLY -j DROP"))
     assert verdict["state"] == "open"
     assert verdict["conditions"] == ["connections with status SEEN_REPLY (filter INPUT #1 drops)"]
+
+
+def test_service_names_are_ports_as_iptables_restore_reads_them():
+    # A hand-written before.rules may say --dport ssh; iptables-restore resolves it from /etc/services.
+    text = ruleset("-A INPUT -p tcp --dport ssh -j DROP", "-A INPUT -p tcp -m multiport --dports 5000:sip-tls -j DROP")
+    assert evaluate(text, "tcp")["state"] == "blocked"
+    with pytest.raises(netfilter.NetfilterParseError, match="'no-such-service' is not a port"):
+        netfilter.parse_iptables_save(ruleset("-A INPUT -p tcp --dport no-such-service -j DROP"))
