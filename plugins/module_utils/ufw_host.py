@@ -44,6 +44,11 @@ def _read(path, caveats=None):
             data = fh.read()
     except (IOError, OSError):
         return None
+    return decode_file(path, data, caveats)
+
+
+def decode_file(path, data, caveats=None):
+    """``data`` (the bytes of ``path``) as text; bytes that are not UTF-8 are replaced, with a caveat."""
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
