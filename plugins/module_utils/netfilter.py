@@ -485,12 +485,15 @@ def _tcp_flag_set(text):
 
 
 def _family_tcp_flags(opts, _pkt, _ctx):
+    syn = ("TCP SYN packets", "TCP packets other than a SYN")
     if "--syn" in opts:
-        return True, "TCP packets other than a SYN"
+        return True, syn
     values = opts.get("--tcp-flags", (False, []))[1]
     if len(values) != 2:
         return None, None
     mask, comp = _tcp_flag_set(values[0]), _tcp_flag_set(values[1])
+    if comp == SYN_FLAGS and set(["SYN", "ACK", "RST"]) <= mask:
+        return True, syn
     return (SYN_FLAGS & mask) == comp, "TCP packets with flags %s of %s" % (values[1], values[0])
 
 
@@ -500,7 +503,9 @@ def _family_ctstate(opts, pkt, _ctx):
     holds = "NEW" in states or (pkt.dnat and "DNAT" in states)
     if not holds and states <= set(["INVALID"]):
         return False, None  # no SIP packet is INVALID: nothing to tell
-    return holds, "conntrack state %s" % ",".join(sorted(states - set(["NEW"])) or ["other than NEW"])
+    if states == set(["NEW"]):
+        return holds, ("conntrack state NEW", "conntrack states other than NEW")
+    return holds, "conntrack state %s" % ",".join(sorted(states))
 
 
 def _family_ctstatus(opts, _pkt, _ctx):
@@ -766,8 +771,10 @@ class Walker(object):
                     continue
                 if negated:
                     holds = not holds
-                    if text:
-                        text = "not " + text if not text.startswith("not ") else text[4:]
+                    if text and not isinstance(text, tuple):
+                        text = "not " + text
+                if isinstance(text, tuple):  # (text, text when negated)
+                    text = text[1] if negated else text[0]
                 if holds and family not in _RATE_FAMILIES:
                     text = None  # the packets it does not hold for (ESTABLISHED, ...) are not the port's guard
                 if text is None:

@@ -67,16 +67,16 @@ FAMILIES = [
     ("-A INPUT -p udp -m length --length 600:65535 -j DROP", "udp", "open", None),  # straddles: not evaluated
     # TCP flags: the first packet is a SYN.
     ("-A INPUT -p tcp -m tcp ! --tcp-flags FIN,SYN,RST,ACK SYN -m conntrack --ctstate NEW -j DROP", "tcp", "open",
-     "not TCP packets with flags SYN of FIN,SYN,RST,ACK (filter INPUT #1 drops)"),
+     "TCP packets other than a SYN (filter INPUT #1 drops)"),
     ("-A INPUT -p tcp -m tcp --tcp-flags FIN,SYN,RST,ACK SYN -j DROP", "tcp", "blocked", None),
-    ("-A INPUT -p tcp -m tcp ! --syn -j DROP", "tcp", "open", "not TCP packets other than a SYN (filter INPUT #1 drops)"),
+    ("-A INPUT -p tcp -m tcp ! --syn -j DROP", "tcp", "open", "TCP packets other than a SYN (filter INPUT #1 drops)"),
     ("-A INPUT -p tcp -m tcp --syn -j DROP", "tcp", "blocked", None),
     ("-A INPUT -p tcp -m tcp --tcp-flags ALL NONE -j DROP", "tcp", "open",
      "TCP packets with flags NONE of ALL (filter INPUT #1 drops)"),
     # conntrack states: the first packet is NEW; INVALID drops are everywhere and not worth a word.
     ("-A INPUT -m conntrack --ctstate INVALID -j DROP", "udp", "open", None),
     ("-A INPUT -p udp -m conntrack ! --ctstate NEW -j DROP", "udp", "open",
-     "not conntrack state other than NEW (filter INPUT #1 drops)"),
+     "conntrack states other than NEW (filter INPUT #1 drops)"),
     ("-A INPUT -m conntrack --ctstate ESTABLISHED -j DROP", "udp", "open",
      "conntrack state ESTABLISHED (filter INPUT #1 drops)"),
     ("-A INPUT -m state --state NEW -j DROP", "udp", "blocked", None),
