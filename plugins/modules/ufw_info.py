@@ -190,8 +190,8 @@ exposure:
           description:
             - For C(restricted), the senders or interfaces that are admitted; for C(open), the senders an earlier rule refuses (C(except ...)).
             - For C(open) and C(restricted), also the rules on the way that act only on other packets than a first SIP
-              packet (floods, marks, sizes, non-SYN, other conntrack states), e.g.
-              C(rate-limited above 20/sec per source (filter INPUT #1 drops)).
+              packet (floods, marks, sizes, non-SYN, other conntrack states), e.g. C(rate-limited above 20/sec per source)
+              followed by the rule in parentheses, C(filter INPUT #1 drops).
           type: list
           elements: str
         listening:
