@@ -46,12 +46,30 @@ def needs_routes(netfilter_text):
     return "DNAT" in netfilter_text or bool(_IN_INTERFACE.search(netfilter_text))
 
 
-def _read(path):
+def _read(path, caveats=None):
+    """The text of ``path``, or None when it cannot be read.
+
+    A file that is not UTF-8 (a Latin-1 comment in before.rules) is read with U+FFFD in place of
+    the bad bytes, and ``caveats`` says so: iptables-restore reads bytes, so the rules still count.
+    """
     try:
-        with open(path) as fh:
-            return fh.read()
+        with open(path, "rb") as fh:
+            data = fh.read()
     except (IOError, OSError):
         return None
+    return decode_file(path, data, caveats)
+
+
+def decode_file(path, data, caveats=None):
+    """``data`` (the bytes of ``path``) as text; bytes that are not UTF-8 are replaced, with a caveat."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        if caveats is not None:
+            caveats.append("%s line %d is not UTF-8 (byte 0x%02x): read with the bad bytes replaced"
+                           % (path, line, data[exc.start]))
+        return data.decode("utf-8", "replace")
 
 
 def gather(module, commands=None, previous=None):
@@ -60,7 +78,7 @@ def gather(module, commands=None, previous=None):
     With ``commands`` (keys of COMMANDS) only those are run again and the other outputs come
     from ``previous``: after a firewall change only netfilter and the files differ.
     """
-    raw = {"ufw_binary": module.get_bin_path("ufw"), "commands": {}, "files": {}, "applications": {}}
+    raw = {"ufw_binary": module.get_bin_path("ufw"), "commands": {}, "files": {}, "applications": {}, "caveats": []}
     if previous is not None:
         raw["commands"] = dict(previous["commands"])
     for key, argv in COMMANDS.items():
@@ -76,10 +94,10 @@ def gather(module, commands=None, previous=None):
         rc, out, err = module.run_command([binary] + argv[1:], environ_update={"LC_ALL": "C"})
         raw["commands"][key] = {"rc": rc, "out": out, "err": err}
     for key, path in FILES.items():
-        raw["files"][key] = _read(path)
+        raw["files"][key] = _read(path, raw["caveats"])
     if os.path.isdir(APPLICATIONS_DIR):
         for name in sorted(os.listdir(APPLICATIONS_DIR)):
-            text = _read(os.path.join(APPLICATIONS_DIR, name))
+            text = _read(os.path.join(APPLICATIONS_DIR, name), raw["caveats"])
             if text is not None:
                 raw["applications"][name] = text
     return raw

@@ -22,6 +22,7 @@ import math
 import re
 
 from ansible_collections.sipguard.firewall.plugins.module_utils.netfilter import (
+    NetfilterParseError,
     Outcome,
     Packet,
     Walker,
@@ -223,13 +224,13 @@ class UfwRule(object):
         return "%s %s%s from %s" % (self.action.upper() + " " + self.direction.upper(), d["to"], where, d["from"])
 
 
-def parse_user_rules(text, v6):
+def parse_user_rules(text, v6, source=None):
     """UFW rules of user.rules / user6.rules in file order, and the iptables rules ufw wrote into
     the user input chain, each with the tuple it belongs to (``Rule.tuple``), to line the live
-    chain up with the UFW rules."""
+    chain up with the UFW rules. ``source`` (the file) starts parse error messages."""
     rules = [UfwRule(line[len("### tuple ###"):].strip(), v6)
              for line in (text or "").splitlines() if line.startswith("### tuple ###")]
-    tables = parse_iptables_save(text or "")
+    tables = parse_iptables_save(text or "", source=source)
     chain = tables.get("filter", {}).get(USER_CHAINS[6 if v6 else 4])
     return rules, list(chain.rules) if chain else []
 
@@ -356,6 +357,8 @@ def walk_packet(net, family, proto, port):
                         finals.append((mng, dnat))
                         continue
                     for flt in _stage(walker, net.tables, "filter", hook, moved, mng.assumed):
+                        # What earlier tables noted (a flood limiter in raw or mangle) holds for this path too.
+                        flt.notes = [n for o in (raw, mangle, nat, mng) for n in o.notes] + flt.notes
                         finals.append((flt, dnat))
     return finals
 
@@ -564,6 +567,13 @@ def wide_admission(net, family, admitted, limits):
     return "the admitted senders%s are no restriction (%s)" % (where, why)
 
 
+def _acting_rules(final):
+    """The rules on an admitted path that act on other packets than the first (floods, marks, sizes...)."""
+    if final is None or final[0].verdict not in ("ACCEPT", "PASS"):
+        return []
+    return list(final[0].notes)
+
+
 def evaluate_port(net, family, proto, port, restricted_prefix=None):
     """The effective verdict for new packets to ``port``/``proto`` over IPv4 (4) or IPv6 (6).
 
@@ -613,6 +623,7 @@ def evaluate_port(net, family, proto, port, restricted_prefix=None):
             result["reason"] = "%s: %s" % (wide, result["reason"])
             result["remediation"] = ("admit only the senders that need the port (ufw_info's restricted_prefix "
                                      "sets how wide a restriction may be)")
+    result["conditions"] += _acting_rules(main if verdict == "ACCEPT" else admitted[0] if admitted else None)
     if result["state"] != "blocked" and not net.ufw_active:
         result["remediation"] = ("no active UFW guards this port: install and enable UFW with the port closed "
                                  "(the close role or ufw_port does both, keeping SSH reachable)")
@@ -631,9 +642,13 @@ def evaluate_port(net, family, proto, port, restricted_prefix=None):
 # --------------------------------------------------------------------------- the whole host
 
 def build_host_net(family, iptables_text, addresses, routes, forwarding, user_rules_text, rules, ufw_active,
-                   ipv6_managed=True):
-    """Line the live user chain up with user.rules so verdicts can name UFW rule numbers."""
-    tables = parse_iptables_save(iptables_text or "")
+                   ipv6_managed=True, tables=None):
+    """Line the live user chain up with user.rules so verdicts can name UFW rule numbers.
+
+    ``tables``: ``iptables_text`` already parsed (inspect_host parses it once, naming the command in errors).
+    """
+    if tables is None:
+        tables = parse_iptables_save(iptables_text or "")
     user_map = {}
     if user_rules_text:
         _rules, chain_rules = parse_user_rules(user_rules_text, family == 6)
@@ -656,6 +671,21 @@ def _ok(raw, key):
     return cmd["out"] if cmd and cmd.get("rc") == 0 else None
 
 
+def _user_rules(user_text, family, caveats):
+    """The UFW rules of one family's user rules file; a file whose iptables lines cannot be read
+    still gives its rules (from the tuples), with a caveat, and is not used to number verdicts:
+    the verdict comes from the live rule set, which the kernel did load."""
+    path = FILES["user_rules" if family == 4 else "user6_rules"]
+    text = user_text[family] or ""
+    try:
+        return parse_user_rules(text, family == 6, source=path)[0]
+    except NetfilterParseError as exc:
+        caveats.append("%s; IPv%d verdicts do not name UFW rule numbers" % (exc, family))
+        user_text[family] = None
+        tuples = "\n".join(line for line in text.splitlines() if line.startswith("### tuple ###"))
+        return parse_user_rules(tuples, family == 6)[0]
+
+
 def inspect_host(raw, port_specs, restricted_prefix=None):
     """Turn what a host gave us (command outputs and files, see COMMANDS/FILES) into the
     ``ufw_info`` result: ``ufw``, ``listeners``, ``exposure``, ``exposed``, ``caveats``.
@@ -667,8 +697,10 @@ def inspect_host(raw, port_specs, restricted_prefix=None):
     conf = parse_shell_vars(files.get("ufw_conf"))
     installed = bool(raw.get("ufw_binary")) and files.get("ufw_conf") is not None
     defaults, ipv6 = parse_defaults(files.get("default_ufw") or "")
-    rules4, _t4 = parse_user_rules(files.get("user_rules") or "", False)
-    rules6, _t6 = parse_user_rules(files.get("user6_rules") or "", True)
+    caveats.extend(raw.get("caveats") or [])
+    user_text = {4: files.get("user_rules"), 6: files.get("user6_rules")}
+    rules4 = _user_rules(user_text, 4, caveats)
+    rules6 = _user_rules(user_text, 6, caveats)
     rules = number_rules(rules4, rules6) if installed else []
     profiles = parse_app_profiles(raw.get("applications") or {}) if installed else {}
 
@@ -677,8 +709,9 @@ def inspect_host(raw, port_specs, restricted_prefix=None):
         if ipt[family] is None:
             caveats.append("%s failed or is missing: IPv%d verdicts assume no netfilter rules" % (
                 COMMANDS[key][0], family))
-    live4 = parse_iptables_save(ipt[4] or "")
-    active = USER_CHAINS[4] in live4.get("filter", {})
+    live = dict((family, parse_iptables_save(ipt[family] or "", source=COMMANDS[key][0]))
+                for family, key in ((4, "iptables_save"), (6, "ip6tables_save")))
+    active = USER_CHAINS[4] in live[4].get("filter", {})
     addresses = parse_addresses(_ok(raw, "ip_addr") or "")
     nets = {}
     for family in (4, 6):
@@ -686,8 +719,7 @@ def inspect_host(raw, port_specs, restricted_prefix=None):
         routes = parse_routes(_ok(raw, "ip_route" if family == 4 else "ip6_route") or "")
         forwarding = (files.get("ip_forward" if family == 4 else "ip6_forward") or "0").strip() == "1"
         nets[family] = build_host_net(family, ipt[family], fam_addrs, routes, forwarding,
-                                      files.get("user_rules" if family == 4 else "user6_rules"),
-                                      rules, active, ipv6)
+                                      user_text[family], rules, active, ipv6, tables=live[family])
     listeners = parse_listeners(_ok(raw, "ss") or "")
     exposure = []
     for spec in port_specs:

@@ -209,7 +209,11 @@ exposure:
           description: What to do about a bypass (only with I(bypass=true)).
           type: str
         conditions:
-          description: For C(restricted), the senders or interfaces that are admitted; for C(open), the senders an earlier rule refuses (C(except ...)).
+          description:
+            - For C(restricted), the senders or interfaces that are admitted; for C(open), the senders an earlier rule refuses (C(except ...)).
+            - For C(open) and C(restricted), also the rules on the way that act only on other packets than a first SIP
+              packet (floods, marks, sizes, non-SYN, other conntrack states), e.g. C(rate-limited above 20/sec per source)
+              followed by the table, chain and rule number that act on those packets, in parentheses.
           type: list
           elements: str
         listening:

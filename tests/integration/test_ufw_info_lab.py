@@ -5,6 +5,7 @@ a probe sees ``open`` exactly when netfilter admits the packet. Probes go out fr
 controller (198.18.0.1) and from the vantage namespace (198.18.0.250).
 """
 
+import json
 import os
 import shutil
 import subprocess
@@ -13,7 +14,7 @@ import tempfile
 
 import pytest
 
-from conftest import adhoc, probe
+from conftest import BIN, adhoc, probe
 
 PORTS = ["5060/udp", "5060/tcp", "5061/tcp"]
 VANTAGES = ("controller", "vantage")
@@ -80,6 +81,77 @@ def test_the_lab_covers_every_case(exposure_lab, observed):
     assert {"ufw", "policy", "before.rules", "netfilter", "dnat"} <= vias
     assert {"accept", "drop", "reject"} <= actions
     assert len(exposure_lab["hosts"]) >= 15
+
+
+HARDENED = "h-*"  # the hosts with hardening rules on top of `ufw allow` (issue 13)
+
+
+def test_hardened_hosts_show_the_rules_that_act_on_other_packets(exposure_lab, observed):
+    info, _seen = observed
+    verdict = [e for e in info["h-hashlimit"][1]["exposure"] if (e["port"], e["proto"]) == (5060, "udp")][0]
+    for family in ("ipv4", "ipv6"):
+        assert verdict[family]["state"] == "open"
+        assert verdict[family]["conditions"] == [
+            "rate-limited above 20/sec per source (filter INPUT #1 drops)"], verdict[family]
+    assert any(c.startswith("/etc/ufw/before.rules line ") and "is not UTF-8" in c
+               for c in info["h-badstate"][1]["caveats"])
+
+
+def test_the_audit_report_says_what_ufw_info_and_the_probes_say(exposure_lab, observed):
+    info, seen = observed
+    report_dir = tempfile.mkdtemp(prefix="sipguard-walker-report-")
+    env = dict(os.environ, ANSIBLE_HOST_KEY_CHECKING="False", ANSIBLE_DEPRECATION_WARNINGS="False")
+    proc = subprocess.run([os.path.join(BIN, "ansible-playbook"), "-i", exposure_lab["inventory"],
+                           "sipguard.firewall.audit", "--limit", HARDENED,
+                           "-e", json.dumps({"sipguard_report_dir": report_dir, "sipguard_verify_ports": PORTS})],
+                          text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, timeout=600, check=False)
+    assert os.path.exists(os.path.join(report_dir, "report.json")), proc.stdout[-3000:]
+    with open(os.path.join(report_dir, "report.json")) as fh:
+        report = json.load(fh)
+    hardened = sorted(h for h in exposure_lab["hosts"] if h.startswith("h-"))
+    assert sorted(report["hosts"]) == hardened
+    mismatches = []
+    for name in hardened:
+        host = exposure_lab["hosts"][name]
+        record = report["hosts"][name]
+        got = dict((("%d/%s" % (e["port"], e["proto"]), e["family"]), e["state"]) for e in record["exposure"])
+        for port in PORTS:
+            for family in ("ipv4", "ipv6"):
+                verdict = [e for e in info[name][1]["exposure"]
+                           if "%d/%s" % (e["port"], e["proto"]) == port][0][family]
+                from_controller = seen[("controller", host[family], port)]["state"] == "open"
+                if got.get((port, family)) != verdict["state"] or from_controller != (verdict["state"] != "blocked"):
+                    mismatches.append("%s %s %s: report=%s ufw_info=%s controller probe open=%s" % (
+                        name, port, family, got.get((port, family)), verdict["state"], from_controller))
+        reported = dict((("%d/%s" % (p["port"], p["transport"]), p["family"]), p["state"]) for p in record["probes"])
+        for (port, family), state in reported.items():
+            if port in PORTS and (state == "open") != (got[(port, family)] != "blocked"):
+                mismatches.append("%s %s %s: report probe=%s, report state=%s" % (name, port, family, state,
+                                                                                 got[(port, family)]))
+    assert not mismatches, "\n".join(mismatches)
+
+
+def test_a_user_rules_file_with_a_bad_line_is_a_caveat_end_to_end(exposure_lab):
+    """ufw_info on a host whose user.rules holds a line iptables-restore would refuse: the verdict still
+    comes from the live rules, and the caveat names the file and line (no traceback)."""
+    path = os.path.join("/etc/netns", exposure_lab["hosts"]["h-badstate"]["netns"], "ufw", "user.rules")
+    with open(path, "rb") as fh:
+        original = fh.read()
+    text = original.decode("utf-8")
+    head, sep, tail = text.rpartition("\nCOMMIT")
+    broken = head + "\n-A ufw-user-input -p udp --dport 50a0:6000 -j ACCEPT" + sep + tail
+    line = broken[:broken.index("50a0")].count("\n") + 1
+    try:
+        with open(path, "w") as fh:
+            fh.write(broken)
+        status, result = adhoc(exposure_lab["inventory"], "h-badstate", "sipguard.firewall.ufw_info",
+                               {"ports": ["5060/udp"]})["h-badstate"]
+    finally:
+        with open(path, "wb") as fh:
+            fh.write(original)
+    assert status == "SUCCESS", result
+    assert result["exposure"][0]["ipv4"]["state"] == "open"
+    assert "/etc/ufw/user.rules line %d: --dport '50a0:6000' is not a port" % line in " ".join(result["caveats"])
 
 
 @pytest.mark.parametrize("ports, message", [

@@ -587,9 +587,13 @@ def record(outdir, workdir):
             proc = nsexec(ns, argv, check=False)
             write(os.path.join(outdir, "%s__%s.txt" % (name, label)), proc.stdout)
         for label, path in sorted(model.FILES.items()):
-            proc = nsexec(ns, ["cat", path], check=False)
+            # Bytes as they are: a file that is not UTF-8 is a case the model must handle.
+            _check_ns(ns)
+            proc = subprocess.run(["ip", "netns", "exec", ns, "cat", path], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, check=False, timeout=60)
             if proc.returncode == 0:
-                write(os.path.join(outdir, "%s__%s.txt" % (name, label)), proc.stdout)
+                with open(os.path.join(outdir, "%s__%s.txt" % (name, label)), "wb") as fh:
+                    fh.write(proc.stdout)
         apps = nsexec(ns, ["ls", model.APPLICATIONS_DIR], check=False).stdout.split()
         for app in apps:
             if app.startswith("ufw-"):

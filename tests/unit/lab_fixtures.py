@@ -10,19 +10,21 @@ import os
 
 import yaml
 
-from ansible_collections.sipguard.firewall.plugins.module_utils import ufw_model
+from ansible_collections.sipguard.firewall.plugins.module_utils import ufw_host, ufw_model
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 LAB = os.path.join(HERE, "fixtures", "lab")
 SCENARIO = os.path.join(HERE, "..", "lab", "scenarios", "exposure.yml")
 
 
-def read(host, what):
+def read(host, what, caveats=None):
+    """The recorded text; a file that is not UTF-8 is decoded as ufw_info decodes it (with a caveat)."""
     path = os.path.join(LAB, "%s__%s.txt" % (host, what))
     if not os.path.exists(path):
         return None
-    with open(path) as fh:
-        return fh.read()
+    with open(path, "rb") as fh:
+        data = fh.read()
+    return ufw_host.decode_file(ufw_model.FILES.get(what, what), data, caveats)
 
 
 def hosts():
@@ -31,12 +33,12 @@ def hosts():
 
 def raw(host, ufw_binary="/usr/sbin/ufw"):
     """The dict ufw_info's _gather() builds, from the recorded files of one lab host."""
-    data = {"ufw_binary": ufw_binary, "commands": {}, "files": {}, "applications": {}}
+    data = {"ufw_binary": ufw_binary, "commands": {}, "files": {}, "applications": {}, "caveats": []}
     for key in ufw_model.COMMANDS:
         out = read(host, key)
         data["commands"][key] = {"rc": 0 if out is not None else None, "out": out or "", "err": ""}
     for key in ufw_model.FILES:
-        data["files"][key] = read(host, key)
+        data["files"][key] = read(host, key, data["caveats"])
     for path in glob.glob(os.path.join(LAB, "%s__applications.d__*.txt" % host)):
         with open(path) as fh:
             data["applications"][path.rsplit("__", 1)[1][:-4]] = fh.read()

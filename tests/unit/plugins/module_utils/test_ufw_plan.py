@@ -7,7 +7,8 @@ from ansible_collections.sipguard.firewall.plugins.module_utils import ufw_plan
 import lab_fixtures as lab
 
 SIP = [(5060, "udp"), (5060, "tcp"), (5061, "tcp")]
-BYPASSED = {"before-rules", "docker-dnat", "iptables-ahead"}
+# h-hashlimit-upto and h-limit admit 5060/udp with an ACCEPT outside UFW (a rate-limited bypass).
+BYPASSED = {"before-rules", "docker-dnat", "iptables-ahead", "h-hashlimit-upto", "h-limit"}
 CLOSABLE = [h for h in sorted(lab.scenario_hosts()) if h not in BYPASSED | {"no-ufw", "ssh-alt-port"}]
 
 
