@@ -25,8 +25,10 @@ from ansible_collections.sipguard.firewall.plugins.module_utils.ufw_model import
 
 BACKUP_ROOT = "/var/lib/sipguard/rollback"
 BACKED_UP = ("/etc/ufw/user.rules", "/etc/ufw/user6.rules", "/etc/ufw/ufw.conf")
-# The route table of a family is read only when that family's netfilter has a DNAT.
-ROUTES_FOR = {"ip_route": "iptables_save", "ip6_route": "ip6tables_save"}
+# The route table of a family is read only when a backend of that family has a DNAT
+# (iptables' "-j DNAT", nft's JSON "dnat" statement).
+ROUTES_FOR = {"ip_route": ("iptables_save", "iptables_legacy_save", "nft_ruleset"),
+              "ip6_route": ("ip6tables_save", "ip6tables_legacy_save", "nft_ruleset")}
 USER_RULES = {4: "/etc/ufw/user.rules", 6: "/etc/ufw/user6.rules"}
 RESTORE = {4: "iptables-restore", 6: "ip6tables-restore"}
 # The lock every ufw command takes (ufw/util.py create_lock) for as long as it runs.
@@ -53,7 +55,8 @@ def gather(module, commands=None, previous=None):
     for key, argv in COMMANDS.items():
         if commands is not None and key not in commands:
             continue
-        if key in ROUTES_FOR and "DNAT" not in (raw["commands"].get(ROUTES_FOR[key]) or {}).get("out", "DNAT"):
+        if key in ROUTES_FOR and not any("DNAT" in ((raw["commands"].get(source) or {}).get("out", "DNAT") or "").upper()
+                                         for source in ROUTES_FOR[key]):
             # Routes only matter for a DNAT to another address (Docker-style forwarding).
             raw["commands"][key] = {"rc": 0, "out": "", "err": "not read: no DNAT in netfilter"}
             continue
