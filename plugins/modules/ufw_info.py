@@ -14,7 +14,7 @@ short_description: Report UFW state and the effective firewall verdict for SIP p
 version_added: 1.0.0
 description:
   - Reads UFW's configuration and rules, the sockets listening on the requested ports, and the
-    live netfilter state of the host, in one invocation: iptables-nft (C(iptables-save),
+    live netfilter state of the host, in one invocation. That is iptables-nft (C(iptables-save),
     C(ip6tables-save)), rules left in iptables-legacy (C(iptables-legacy-save),
     C(ip6tables-legacy-save)) and native nftables tables (C(nft -j list ruleset); the tables
     iptables-nft keeps in nftables are read from C(iptables-save) only).
