@@ -50,7 +50,8 @@ IPTABLES_HOOKS = (
     ("filter", "FORWARD", "forward", 0, "filter"),
     ("security", "FORWARD", "forward", 50, "filter"),
 )
-FINAL = ("DROP", "REJECT")
+# NAT on a hook ends with the first mapping; on input and forward a new packet is past NAT.
+_NAT_DONE = "past NAT"
 
 
 class BaseChain(object):
@@ -243,6 +244,6 @@ def walk_hooks(net, family, proto, port):
             continue
         hook = "input" if moved.local else "forward"
         for final2, accepted2, _nat, assumed2 in _run_hook(walker, _on(chains, hook), 0, moved, assumed, [],
-                                                           "no NAT here"):
+                                                           _NAT_DONE):
             finals.append((final2 if final2 is not None else _decisive(accepted2, assumed2, moved), nat))
     return finals

@@ -336,7 +336,19 @@ def _vmap(body, ctx):
 
 
 def translate_rule(rule, ctx):
-    """One nft rule -> [iptables argument lists] for ctx.family (empty when it cannot match)."""
+    """One nft rule -> [iptables argument lists] for ctx.family (empty when it cannot match).
+
+    A rule whose JSON does not have the shape libnftables-json(5) describes becomes one rule
+    with an unevaluated match and no verdict: it decides nothing, so a drop the model cannot read
+    never hides an open port.
+    """
+    try:
+        return _translate(rule, ctx)
+    except (TypeError, ValueError, KeyError, AttributeError, IndexError):
+        return [_unknown({"unreadable rule": rule.get("handle") if isinstance(rule, dict) else None})[0]]
+
+
+def _translate(rule, ctx):
     alternatives = [[]]
     target = None
     tail = None  # a verdict map: one rule per element
@@ -391,7 +403,7 @@ def native_tables(ruleset, family, owned=()):
             chain = chains.setdefault(cname, Chain(cname, policy))
             for nft_rule in ruleset.rules.get((cfam, ctab, cname), []):
                 for args in translate_rule(nft_rule, ctx):
-                    chain.rules.append(Rule(key, cname, args, line=nft_rule.get("handle")))
+                    chain.rules.append(Rule(key, cname, [str(a) for a in args], line=nft_rule.get("handle")))
             if info.get("hook") in HOOKS and info.get("type") in ("filter", "nat"):
                 prio = info.get("prio", 0)
                 bases.append({"table": key, "chain": cname, "hook": info["hook"],

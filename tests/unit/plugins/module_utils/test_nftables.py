@@ -1,5 +1,9 @@
 """nft -j list ruleset, recorded from the exposure lab's n-* hosts, as the walker's Rule objects."""
 
+import json
+
+import hypothesis
+import hypothesis.strategies as st
 import pytest
 
 from ansible_collections.sipguard.firewall.plugins.module_utils import backends, nftables
@@ -128,3 +132,37 @@ def test_limit_over_is_the_hashlimit_above_the_walker_knows():
     assert _args(tables, "nftables:inet t", "in") == [
         ["-p", "udp", "-m", "multiport", "--dports", "5060", "-m", "hashlimit", "--hashlimit-above", "20/second",
          "--hashlimit-name", "nft", "-j", "DROP"]]
+
+
+_LEAF = st.one_of(st.none(), st.booleans(), st.integers(-5, 70000), st.sampled_from(
+    ["tcp", "udp", "ip", "ip6", "th", "inet", "@blocked", "5060", "lo", "eth*", "new", "dport", "saddr", "ipv4"]))
+_JSON = st.recursive(_LEAF, lambda inner: st.one_of(
+    st.lists(inner, max_size=3),
+    st.dictionaries(st.sampled_from(["match", "op", "left", "right", "payload", "protocol", "field", "meta", "key",
+                                     "set", "range", "prefix", "addr", "len", "elem", "val", "vmap", "data", "dnat",
+                                     "port", "family", "limit", "inv", "jump", "target", "ct", "fib", "flags",
+                                     "accept", "drop", "xt"]), inner, max_size=3)), max_leaves=12)
+
+
+@hypothesis.settings(max_examples=300, deadline=None)
+@hypothesis.given(st.lists(_JSON, max_size=4), st.sampled_from([4, 6]))
+def test_any_rule_json_translates_or_is_left_unevaluated(exprs, family):
+    """Bad host state never gives a traceback: whatever shape a rule has, it becomes rules the
+    walker can build (an unreadable one an unevaluated match without a verdict)."""
+    ruleset = nftables.parse_ruleset(json.dumps({"nftables": [
+        {"table": {"family": "inet", "name": "t"}},
+        {"chain": {"family": "inet", "table": "t", "name": "in", "type": "filter", "hook": "input", "prio": 0}},
+        {"rule": {"family": "inet", "table": "t", "chain": "in", "handle": 2, "expr": exprs}}]}))
+    tables, _bases = nftables.native_tables(ruleset, family)
+    walker = Walker(tables, ["198.18.0.30"])
+    outcomes = walker.run("nftables:inet t", "in", Packet(family, "udp", 5060))
+    assert outcomes
+
+
+@hypothesis.settings(max_examples=200, deadline=None)
+@hypothesis.given(st.one_of(st.text(max_size=40), _JSON.map(json.dumps)))
+def test_any_output_parses_or_says_it_is_not_nft_json(text):
+    try:
+        nftables.parse_ruleset(text)
+    except nftables.NftParseError as exc:
+        assert "nft -j list ruleset" in str(exc)
