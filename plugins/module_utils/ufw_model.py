@@ -362,7 +362,9 @@ def _explain(net, outcome, dnat, family):
         if index is None or any(c in POLICY_CHAINS for _t, c, _i in frames):
             where = "policy"
             if net.ufw_active and (family == 4 or net.ipv6_managed):
-                reason = "default incoming policy: %s" % verdict.lower()
+                # A packet DNATed to another address meets FORWARD's policy: ufw's "routed" one.
+                routed = outcome.packet is not None and not outcome.packet.local
+                reason = "default %s policy: %s" % ("routed" if routed else "incoming", verdict.lower())
             elif family == 6 and net.ufw_active and not net.ipv6_managed:
                 reason = "IPV6=no: UFW drops IPv6 input (%s policy %s)" % (chain, verdict.lower())
             else:

@@ -60,6 +60,12 @@ def test_a_native_dnat_is_a_bypass_with_a_remedy_for_nftables():
     assert "native nftables DNAT" in verdict["remediation"]
 
 
+def test_a_forwarded_packet_meets_the_routed_policy():
+    verdict = _verdict("n-dnat-fwd-drop", 5060, "udp", 4)
+    assert verdict["reason"] == ("DNAT to 172.30.0.2:5060 (nftables ip sg-nat prerouting rule 1) then "
+                                 "default routed policy: drop")
+
+
 def test_the_reason_names_the_nft_rule_handle():
     verdict = _verdict("n-drop-ahead", 5060, "udp", 4)
     assert verdict["reason"].startswith("nftables rule (inet sg-guard input #1 handle 2,")
