@@ -29,6 +29,11 @@ BACKED_UP = ("/etc/ufw/user.rules", "/etc/ufw/user6.rules", "/etc/ufw/ufw.conf")
 # (iptables' "-j DNAT", nft's JSON "dnat" statement).
 ROUTES_FOR = {"ip_route": ("iptables_save", "iptables_legacy_save", "nft_ruleset"),
               "ip6_route": ("ip6tables_save", "ip6tables_legacy_save", "nft_ruleset")}
+# iptables-nft's save warns on stderr when iptables-legacy tables exist in the namespace
+# ("# Warning: iptables-legacy tables present, use iptables-legacy-save to see them"); without
+# that warning there is nothing for the legacy save to read.
+LEGACY_FOR = {"iptables_legacy_save": "iptables_save", "ip6tables_legacy_save": "ip6tables_save"}
+LEGACY_WARNING = "iptables-legacy tables present"
 USER_RULES = {4: "/etc/ufw/user.rules", 6: "/etc/ufw/user6.rules"}
 RESTORE = {4: "iptables-restore", 6: "ip6tables-restore"}
 # The lock every ufw command takes (ufw/util.py create_lock) for as long as it runs.
@@ -60,6 +65,13 @@ def gather(module, commands=None, previous=None):
             # Routes only matter for a DNAT to another address (Docker-style forwarding).
             raw["commands"][key] = {"rc": 0, "out": "", "err": "not read: no DNAT in netfilter"}
             continue
+        if key in LEGACY_FOR:
+            save = raw["commands"].get(LEGACY_FOR[key]) or {}
+            if save.get("rc") == 0 and "(nf_tables)" in (save.get("out") or "").split("\n", 1)[0] \
+                    and LEGACY_WARNING not in (save.get("err") or ""):
+                raw["commands"][key] = {"rc": 0, "out": "", "err": "not read: %s reports no iptables-legacy tables"
+                                        % COMMANDS[LEGACY_FOR[key]][0]}
+                continue
         binary = module.get_bin_path(argv[0])
         if binary is None:
             raw["commands"][key] = {"rc": None, "out": "", "err": "%s not found" % argv[0]}

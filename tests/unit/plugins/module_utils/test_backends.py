@@ -118,3 +118,43 @@ def test_when_iptables_save_is_the_legacy_one_its_rules_are_not_read_twice():
     result = ufw_model.inspect_host(raw, PORTS)
     assert [(b["name"], b["rules"]) for b in result["backends"]] == [("iptables-legacy", 2)]
     assert result["exposure"][0]["ipv4"]["backend"] == "iptables-legacy"
+
+
+class _Host(object):
+    """gather()'s view of a host: recorded stdout, and iptables-nft's stderr warning when asked."""
+
+    def __init__(self, host, legacy_warning):
+        self.host = host
+        self.legacy_warning = legacy_warning
+        self.ran = []
+
+    def get_bin_path(self, name, opt_dirs=None):
+        return "/usr/sbin/" + name
+
+    def run_command(self, argv, environ_update=None):
+        key = [k for k, v in ufw_model.COMMANDS.items() if v[1:] == argv[1:] and argv[0].endswith("/" + v[0])][0]
+        self.ran.append(key)
+        err = ""
+        if key in ("iptables_save", "ip6tables_save") and self.legacy_warning:
+            err = "# Warning: iptables-legacy tables present, use iptables-legacy-save to see them\n"
+        return 0, lab.read(self.host, key) or "", err
+
+
+@pytest.mark.parametrize("host, warned", [("n-drop-ahead", False), ("n-legacy-drop", True)])
+def test_the_legacy_save_runs_only_when_iptables_nft_says_legacy_tables_exist(host, warned):
+    from ansible_collections.sipguard.firewall.plugins.module_utils import ufw_host
+
+    module = _Host(host, warned)
+    raw = ufw_host.gather(module)
+    assert ("iptables_legacy_save" in module.ran) is warned
+    assert ("nft_ruleset" in module.ran) is True
+    states = dict(((e["port"], e["proto"]), e["ipv4"]["state"]) for e in ufw_model.inspect_host(raw, PORTS)["exposure"])
+    assert states[(5060, "udp")] == "blocked"
+
+
+def test_routes_are_read_for_a_native_dnat():
+    from ansible_collections.sipguard.firewall.plugins.module_utils import ufw_host
+
+    module = _Host("n-dnat-open", False)
+    ufw_host.gather(module)
+    assert "ip_route" in module.ran and "ip6_route" in module.ran
