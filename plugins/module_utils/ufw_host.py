@@ -29,11 +29,12 @@ BACKED_UP = ("/etc/ufw/user.rules", "/etc/ufw/user6.rules", "/etc/ufw/ufw.conf")
 # (iptables' "-j DNAT", nft's JSON "dnat" statement).
 ROUTES_FOR = {"ip_route": ("iptables_save", "iptables_legacy_save", "nft_ruleset"),
               "ip6_route": ("ip6tables_save", "ip6tables_legacy_save", "nft_ruleset")}
-# iptables-nft's save warns on stderr when iptables-legacy tables exist in the namespace
-# ("# Warning: iptables-legacy tables present, use iptables-legacy-save to see them"); without
-# that warning there is nothing for the legacy save to read.
+# iptables-nft's save warns on stderr when legacy tables of its family exist in the namespace
+# ("# Warning: iptables-legacy tables present, use iptables-legacy-save to see them", and
+# "ip6tables-legacy tables present" from ip6tables-save); without that warning there is nothing
+# for the legacy save to read.
 LEGACY_FOR = {"iptables_legacy_save": "iptables_save", "ip6tables_legacy_save": "ip6tables_save"}
-LEGACY_WARNING = "iptables-legacy tables present"
+LEGACY_WARNING = "legacy tables present"
 USER_RULES = {4: "/etc/ufw/user.rules", 6: "/etc/ufw/user6.rules"}
 RESTORE = {4: "iptables-restore", 6: "ip6tables-restore"}
 # The lock every ufw command takes (ufw/util.py create_lock) for as long as it runs.

@@ -135,8 +135,10 @@ class _Host(object):
         key = [k for k, v in ufw_model.COMMANDS.items() if v[1:] == argv[1:] and argv[0].endswith("/" + v[0])][0]
         self.ran.append(key)
         err = ""
-        if key in ("iptables_save", "ip6tables_save") and self.legacy_warning:
+        if key == "iptables_save" and self.legacy_warning:
             err = "# Warning: iptables-legacy tables present, use iptables-legacy-save to see them\n"
+        if key == "ip6tables_save" and self.legacy_warning:  # its own words, not iptables-save's
+            err = "# Warning: ip6tables-legacy tables present, use ip6tables-legacy-save to see them\n"
         return 0, lab.read(self.host, key) or "", err
 
 
@@ -147,9 +149,13 @@ def test_the_legacy_save_runs_only_when_iptables_nft_says_legacy_tables_exist(ho
     module = _Host(host, warned)
     raw = ufw_host.gather(module)
     assert ("iptables_legacy_save" in module.ran) is warned
+    assert ("ip6tables_legacy_save" in module.ran) is warned
     assert ("nft_ruleset" in module.ran) is True
-    states = dict(((e["port"], e["proto"]), e["ipv4"]["state"]) for e in ufw_model.inspect_host(raw, PORTS)["exposure"])
-    assert states[(5060, "udp")] == "blocked"
+    exposure = ufw_model.inspect_host(raw, PORTS)["exposure"]
+    states = dict(((e["port"], e["proto"], f), e[f]["state"]) for e in exposure for f in ("ipv4", "ipv6"))
+    assert states[(5060, "udp", "ipv4")] == "blocked"
+    if warned:  # n-legacy-drop: ip6tables-legacy rejects 5060/tcp (real probes: closed)
+        assert states[(5060, "tcp", "ipv6")] == "blocked"
 
 
 def test_routes_are_read_for_a_native_dnat():
