@@ -16,7 +16,7 @@ VERSION := $(shell sed -n 's/^version: *//p' galaxy.yml)
 TARBALL := $(BUILD)/sipguard-firewall-$(VERSION).tar.gz
 LAB_DIR ?= /var/tmp/sipguard-lab
 DEMO_DIR ?= /var/tmp/sipguard-demo
-APT_PACKAGES := ufw iptables iproute2 openssh-server openssh-client kamailio nmap sip-tester procps \
+APT_PACKAGES := ufw iptables nftables iproute2 openssh-server openssh-client kamailio nmap sip-tester procps \
                 python3 python3-venv git chromium
 export ANSIBLE_COLLECTIONS_PATH := $(COLLECTIONS)
 export ANSIBLE_HOST_KEY_CHECKING := False

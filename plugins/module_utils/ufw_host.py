@@ -26,8 +26,16 @@ from ansible_collections.sipguard.firewall.plugins.module_utils.ufw_model import
 
 BACKUP_ROOT = "/var/lib/sipguard/rollback"
 BACKED_UP = ("/etc/ufw/user.rules", "/etc/ufw/user6.rules", "/etc/ufw/ufw.conf")
-# The route table of a family is read only when that family's netfilter has a DNAT.
-ROUTES_FOR = {"ip_route": "iptables_save", "ip6_route": "ip6tables_save"}
+# The route table of a family is read only when a backend of that family has a DNAT
+# (iptables' "-j DNAT", nft's JSON "dnat" statement).
+ROUTES_FOR = {"ip_route": ("iptables_save", "iptables_legacy_save", "nft_ruleset"),
+              "ip6_route": ("ip6tables_save", "ip6tables_legacy_save", "nft_ruleset")}
+# iptables-nft's save warns on stderr when legacy tables of its family exist in the namespace
+# ("# Warning: iptables-legacy tables present, use iptables-legacy-save to see them", and
+# "ip6tables-legacy tables present" from ip6tables-save); without that warning there is nothing
+# for the legacy save to read.
+LEGACY_FOR = {"iptables_legacy_save": "iptables_save", "ip6tables_legacy_save": "ip6tables_save"}
+LEGACY_WARNING = "legacy tables present"
 USER_RULES = {4: "/etc/ufw/user.rules", 6: "/etc/ufw/user6.rules"}
 RESTORE = {4: "iptables-restore", 6: "ip6tables-restore"}
 # The lock every ufw command takes (ufw/util.py create_lock) for as long as it runs.
@@ -43,7 +51,9 @@ def needs_routes(netfilter_text):
     None (not read yet) reads them."""
     if netfilter_text is None:
         return True
-    return "DNAT" in netfilter_text or bool(_IN_INTERFACE.search(netfilter_text))
+    # iptables-save writes -j DNAT and -i; nft -j writes "dnat" and "iifname".
+    return "DNAT" in netfilter_text.upper() or bool(_IN_INTERFACE.search(netfilter_text)) \
+        or '"iifname"' in netfilter_text
 
 
 def _read(path, caveats=None):
@@ -84,9 +94,17 @@ def gather(module, commands=None, previous=None):
     for key, argv in COMMANDS.items():
         if commands is not None and key not in commands:
             continue
-        if key in ROUTES_FOR and not needs_routes((raw["commands"].get(ROUTES_FOR[key]) or {}).get("out")):
+        if key in ROUTES_FOR and not any(needs_routes((raw["commands"].get(source) or {}).get("out"))
+                                         for source in ROUTES_FOR[key]):
             raw["commands"][key] = {"rc": 0, "out": "", "err": "not read: no DNAT or interface match in netfilter"}
             continue
+        if key in LEGACY_FOR:
+            save = raw["commands"].get(LEGACY_FOR[key]) or {}
+            if save.get("rc") == 0 and "(nf_tables)" in (save.get("out") or "").split("\n", 1)[0] \
+                    and LEGACY_WARNING not in (save.get("err") or ""):
+                raw["commands"][key] = {"rc": 0, "out": "", "err": "not read: %s reports no iptables-legacy tables"
+                                        % COMMANDS[LEGACY_FOR[key]][0]}
+                continue
         binary = module.get_bin_path(argv[0])
         if binary is None:
             raw["commands"][key] = {"rc": None, "out": "", "err": "%s not found" % argv[0]}

@@ -21,16 +21,14 @@ import ipaddress
 import math
 import re
 
+from ansible_collections.sipguard.firewall.plugins.module_utils import backends as nf_backends
 from ansible_collections.sipguard.firewall.plugins.module_utils.netfilter import (
     NetfilterParseError,
-    Outcome,
-    Packet,
-    Walker,
     parse_addresses,
     parse_iptables_save,
     parse_routes,
-    route_device,
 )
+from ansible_collections.sipguard.firewall.plugins.module_utils.nftables import NftParseError, parse_ruleset
 
 USER_CHAINS = {4: "ufw-user-input", 6: "ufw6-user-input"}
 POLICY_CHAINS = ("ufw-reject-input", "ufw6-reject-input", "ufw-skip-to-policy-input",
@@ -40,6 +38,10 @@ POLICY_CHAINS = ("ufw-reject-input", "ufw6-reject-input", "ufw-skip-to-policy-in
 COMMANDS = {
     "iptables_save": ["iptables-save"],
     "ip6tables_save": ["ip6tables-save"],
+    # The other backends the kernel runs beside iptables-nft; a host without them has no such binary.
+    "iptables_legacy_save": ["iptables-legacy-save"],
+    "ip6tables_legacy_save": ["ip6tables-legacy-save"],
+    "nft_ruleset": ["nft", "-j", "list", "ruleset"],
     "ss": ["ss", "-H", "-l", "-n", "-t", "-u", "-p"],
     "ip_addr": ["ip", "-o", "addr", "show"],
     "ip_route": ["ip", "-o", "route", "show", "table", "main"],
@@ -303,64 +305,24 @@ class HostNet(object):
         self.user_chain_map = user_chain_map  # live user-chain index (1-based) -> UfwRule
         self.ufw_active = ufw_active
         self.ipv6_managed = ipv6_managed
+        self.backend = nf_backends.IPTABLES_NFT  # which backend ``tables`` was read from
+        self.base_chains = []             # base chains of the other backends (their tables are in ``tables``)
 
 
-def _stage(walker, tables, table, chain, pkt, assumed):
-    if chain not in tables.get(table, {}):
-        return [Outcome("PASS", [], assumed, pkt)]  # table not loaded: the packet goes through
-    return walker.run(table, chain, pkt, assumed)
+def add_backends(net, found):
+    """Put the other backends' tables and base chains (backends.collect) beside the main ones."""
+    net.tables.update(found.tables)
+    net.base_chains = list(found.base_chains)
+    return net
 
 
 def walk_packet(net, family, proto, port):
-    """Every path a new packet to ``port``/``proto`` takes: [(outcome, dnat_outcome or None)]."""
-    walker = Walker(net.tables, net.addresses)
-    pkt = Packet(family, proto, port, dst=None, local=True)
-    finals = []
-    for raw in _stage(walker, net.tables, "raw", "PREROUTING", pkt, {}):
-        if raw.verdict in ("DROP", "REJECT"):
-            finals.append((raw, None))
-            continue
-        for mangle in _stage(walker, net.tables, "mangle", "PREROUTING", pkt, raw.assumed):
-            if mangle.verdict in ("DROP", "REJECT"):
-                finals.append((mangle, None))
-                continue
-            for nat in _stage(walker, net.tables, "nat", "PREROUTING", pkt, mangle.assumed):
-                moved, dnat = pkt, None
-                if nat.verdict == "DNAT" and nat.note:
-                    dnat = nat
-                    to = nat.note
-                    if to.startswith("["):
-                        addr, _sep, rest = to[1:].partition("]")
-                        to_port = rest.lstrip(":")
-                    elif to.count(":") == 1:
-                        addr, to_port = to.split(":")
-                    else:
-                        addr, to_port = to, ""
-                    to_port = int(to_port.split("-")[0]) if to_port.split("-")[0].isdigit() else port
-                    if addr and addr not in net.addresses:
-                        moved = Packet(family, proto, to_port, dst=addr, local=False,
-                                       out=route_device(net.routes, addr), dnat=True)
-                    else:
-                        moved = Packet(family, proto, to_port, dst=None, local=True, dnat=True)
-                elif nat.verdict == "REDIRECT" and nat.note:
-                    dnat = nat
-                    first = nat.note.split("-")[0]
-                    moved = Packet(family, proto, int(first) if first.isdigit() else port, local=True, dnat=True)
-                hook = "INPUT" if moved.local else "FORWARD"
-                if not moved.local and (not net.forwarding or moved.out is None):
-                    finals.append((Outcome("UNROUTED", [], nat.assumed, moved,
-                                           note="forwarding disabled" if not net.forwarding
-                                           else "no route to %s" % moved.dst), dnat))
-                    continue
-                for mng in _stage(walker, net.tables, "mangle", hook, moved, nat.assumed):
-                    if mng.verdict in ("DROP", "REJECT"):
-                        finals.append((mng, dnat))
-                        continue
-                    for flt in _stage(walker, net.tables, "filter", hook, moved, mng.assumed):
-                        # What earlier tables noted (a flood limiter in raw or mangle) holds for this path too.
-                        flt.notes = [n for o in (raw, mangle, nat, mng) for n in o.notes] + flt.notes
-                        finals.append((flt, dnat))
-    return finals
+    """Every path a new packet to ``port``/``proto`` takes: [(outcome, dnat_outcome or None)].
+
+    All backends' base chains on the prerouting hook, then on input (or forward after a DNAT
+    to another address), in priority order (backends.walk_hooks).
+    """
+    return nf_backends.walk_hooks(net, family, proto, port)
 
 
 def _explain(net, outcome, dnat, family):
@@ -379,7 +341,7 @@ def _explain(net, outcome, dnat, family):
     prefix = ""
     if dnat is not None:
         table, chain, index = dnat.frames[-1]
-        prefix = "DNAT to %s (%s %s rule %s) then " % (dnat.note, table, chain, index)
+        prefix = "DNAT to %s (%s %s rule %s) then " % (dnat.note, _table_label(table), chain, index)
     if outcome.verdict == "UNROUTED":
         return None, "dnat", "%s%s: the packet is dropped" % (prefix, outcome.note)
     if number is not None:
@@ -388,12 +350,24 @@ def _explain(net, outcome, dnat, family):
     elif not frames:
         where = "policy"
         reason = "no netfilter rule: %s" % _VERB[verdict]
+    elif nf_backends.backend_of(frames[-1][0]):
+        table, chain, index = frames[-1]
+        where = nf_backends.backend_of(table)
+        if index is None:
+            reason = "%s %s policy %s" % (_table_label(table), chain, verdict.lower())
+        else:
+            rule = net.tables[table][chain].rules[index - 1]
+            handle = " handle %s" % rule.line if where == nf_backends.NFTABLES else ""
+            reason = "%s rule (%s %s #%d%s, as iptables: %s) %s" % (
+                where, table.split(":", 1)[1], chain, index, handle, rule.text(), _VERB[verdict])
     else:
         table, chain, index = frames[-1]
         if index is None or any(c in POLICY_CHAINS for _t, c, _i in frames):
             where = "policy"
             if net.ufw_active and (family == 4 or net.ipv6_managed):
-                reason = "default incoming policy: %s" % verdict.lower()
+                # A packet DNATed to another address meets FORWARD's policy: ufw's "routed" one.
+                routed = outcome.packet is not None and not outcome.packet.local
+                reason = "default %s policy: %s" % ("routed" if routed else "incoming", verdict.lower())
             elif family == 6 and net.ufw_active and not net.ipv6_managed:
                 reason = "IPV6=no: UFW drops IPv6 input (%s policy %s)" % (chain, verdict.lower())
             else:
@@ -415,6 +389,20 @@ def _explain(net, outcome, dnat, family):
     if dnat is not None:
         where = "dnat"
     return number, where, prefix + reason
+
+
+def _table_label(table):
+    """``nftables:inet sg`` -> ``nftables inet sg``; iptables tables keep their plain name."""
+    backend = nf_backends.backend_of(table)
+    return "%s %s" % (backend, table.split(":", 1)[1]) if backend else table
+
+
+def _backend(net, outcome, dnat):
+    """The backend whose rule (or policy) decided: the DNAT's, else the last chain's."""
+    frames = (dnat.frames if dnat is not None and dnat.frames else outcome.frames)
+    if not frames:
+        return None
+    return nf_backends.backend_of(frames[-1][0]) or net.backend
 
 
 _VERB = {"ACCEPT": "accepts", "DROP": "drops", "REJECT": "rejects", "RETURN": "returns",
@@ -593,6 +581,7 @@ def evaluate_port(net, family, proto, port, restricted_prefix=None):
         "rule": number,
         "reason": reason,
         "via": where,
+        "backend": _backend(net, main[0], main[1]),
         "bypass": False,
         "conditions": [],
     }
@@ -613,6 +602,7 @@ def evaluate_port(net, family, proto, port, restricted_prefix=None):
             "action": "accept",
             "rule": number,
             "via": where,
+            "backend": _backend(net, chosen[0], chosen[1]),
             "conditions": chosen[0].conditions(),
             "reason": "admitted only %s: %s; everyone else: %s" % (
                 " and ".join(chosen[0].conditions()), reason2, reason),
@@ -629,7 +619,11 @@ def evaluate_port(net, family, proto, port, restricted_prefix=None):
                                  "(the close role or ufw_port does both, keeping SSH reachable)")
     if result["state"] != "blocked" and net.ufw_active and result["via"] in ("dnat", "netfilter", "before.rules"):
         result["bypass"] = True
-        if result["via"] == "dnat":
+        if result["via"] == "dnat" and result["backend"] == nf_backends.NFTABLES:
+            result["remediation"] = ("the port is published by a native nftables DNAT and forwarded before UFW's "
+                                     "INPUT rules see it: remove the DNAT (nft list ruleset names its table), or "
+                                     "deny the forwarded port with a ufw route rule")
+        elif result["via"] == "dnat":
             result["remediation"] = ("the port is published by DNAT and forwarded before UFW's INPUT rules see it: "
                                      "stop publishing it, or drop it in the DOCKER-USER chain / ufw route rules")
         else:
@@ -712,6 +706,19 @@ def inspect_host(raw, port_specs, restricted_prefix=None):
     live = dict((family, parse_iptables_save(ipt[family] or "", source=COMMANDS[key][0]))
                 for family, key in ((4, "iptables_save"), (6, "ip6tables_save")))
     active = USER_CHAINS[4] in live[4].get("filter", {})
+    variant = nf_backends.iptables_variant(ipt[4] or ipt[6])
+    ruleset = None
+    nft_text = _ok(raw, "nft_ruleset")
+    if nft_text is not None:
+        try:
+            ruleset = parse_ruleset(nft_text)
+        except NftParseError as exc:
+            caveats.append("%s: native nftables tables are not evaluated" % exc)
+    elif ((raw.get("commands") or {}).get("nft_ruleset") or {}).get("rc") not in (None, 0):
+        caveats.append("nft -j list ruleset failed (%s): native nftables tables are not evaluated"
+                       % ((raw["commands"]["nft_ruleset"].get("err") or "").strip() or "no message"))
+    owned = nf_backends.owned_by_iptables_nft(ipt[4], ipt[6]) if variant == nf_backends.IPTABLES_NFT else set()
+    summary = {}
     addresses = parse_addresses(_ok(raw, "ip_addr") or "")
     nets = {}
     for family in (4, 6):
@@ -720,6 +727,17 @@ def inspect_host(raw, port_specs, restricted_prefix=None):
         forwarding = (files.get("ip_forward" if family == 4 else "ip6_forward") or "0").strip() == "1"
         nets[family] = build_host_net(family, ipt[family], fam_addrs, routes, forwarding,
                                       user_text[family], rules, active, ipv6, tables=live[family])
+        nets[family].backend = variant
+        found = nf_backends.collect(family, variant,
+                                    _ok(raw, "iptables_legacy_save" if family == 4 else "ip6tables_legacy_save"),
+                                    ruleset, owned)
+        add_backends(nets[family], found)
+        for table, chains in nets[family].tables.items():
+            if not nf_backends.backend_of(table):
+                found.note(variant, "%s %s" % ("ip" if family == 4 else "ip6", table),
+                           nf_backends.rule_count({table: chains}))
+        for name, counts in found.summary.items():
+            summary.setdefault(name, {}).update(counts)  # an inet table is seen by both families: once
     listeners = parse_listeners(_ok(raw, "ss") or "")
     exposure = []
     for spec in port_specs:
@@ -755,5 +773,9 @@ def inspect_host(raw, port_specs, restricted_prefix=None):
         "listeners": [l for l in listeners if (l["port"], l["proto"]) in ports],
         "exposure": exposure,
         "exposed": any(item[f]["state"] != "blocked" for item in exposure for f in ("ipv4", "ipv6")),
+        "backends": [{"name": name, "tables": sorted(t for t, n in counts.items() if n),
+                      "rules": sum(counts.values())}
+                     for name, counts in sorted(summary.items(), key=lambda kv: nf_backends.BACKEND_ORDER.index(kv[0]))
+                     if sum(counts.values())],
         "caveats": caveats,
     }

@@ -14,12 +14,20 @@ short_description: Report UFW state and the effective firewall verdict for SIP p
 version_added: 1.0.0
 description:
   - Reads UFW's configuration and rules, the sockets listening on the requested ports, and the
-    live netfilter state (C(iptables-save), C(ip6tables-save)) of the host, in one invocation.
+    live netfilter state of the host, in one invocation. That is iptables-nft (C(iptables-save),
+    C(ip6tables-save)), rules left in iptables-legacy (C(iptables-legacy-save),
+    C(ip6tables-legacy-save)) and native nftables tables (C(nft -j list ruleset); the tables
+    iptables-nft keeps in nftables are read from C(iptables-save) only).
   - For each requested port and protocol it computes, for IPv4 and IPv6, what the kernel does to a
     new packet from an arbitrary sender, taking the first matching rule across the raw, mangle and nat
     PREROUTING chains, UFW's before, user and after chains, and the default policy. A DNAT of the
     port to another address is followed into the FORWARD path, the way Docker-published ports
     bypass UFW.
+  - Every backend's base chains on a hook run in priority order, as in the kernel (iptables' raw
+    at -300, mangle -150, nat -100, filter 0; nft chains at their own priority). A drop in any base
+    chain is final; an accept ends only its own base chain, so a native nft accept does not open a
+    port UFW denies. A DNAT in any backend sends the packet down the forward path. A backend whose
+    command is not installed is absent, not an error.
   - Rules that depend on the sender (source address, source port, input interface, ipsets) are
     explored both ways, so a port admitted only for some senders is reported as C(restricted).
   - A restriction that is none is reported C(open) with the reason - sources that together (the union of
@@ -59,6 +67,8 @@ options:
         default: 32
 requirements:
   - iptables (iptables-save, ip6tables-save), iproute2 (ss, ip) on the target.
+  - nftables (nft) on the target to read native nftables tables; iptables-legacy-save when the
+    host has iptables-legacy rules (both optional).
 notes:
   - Rule numbers are the numbers C(ufw status numbered) shows (IPv4 rules first, then IPv6; the
     tuples of one application rule share a number).
@@ -200,8 +210,16 @@ exposure:
           description: One readable line saying why.
           type: str
         via:
-          description: Where the decision was made (ufw, policy, before.rules, after.rules, netfilter, dnat, address).
+          description:
+            - Where the decision was made (ufw, policy, before.rules, after.rules, netfilter, dnat, address),
+              or the other backend whose rule or base-chain policy decided (C(nftables), C(iptables-legacy)).
           type: str
+        backend:
+          description:
+            - The backend whose rule (for a DNAT, the DNAT's rule) or base-chain policy decided
+              (C(iptables-nft), C(iptables-legacy), C(nftables)); null when no rule or policy decided.
+          type: str
+          version_added: 1.2.0
         bypass:
           description: The port is admitted while UFW is active by something other than UFW's user rules.
           type: bool
@@ -225,15 +243,40 @@ exposure:
   sample:
     - port: 5060
       proto: udp
-      ipv4: {"state": "open", "action": "accept", "rule": 2, "via": "ufw", "bypass": false, "conditions": [],
+      ipv4: {"state": "open", "action": "accept", "rule": 2, "via": "ufw", "backend": "iptables-nft", "bypass": false,
+             "conditions": [],
              "reason": "ufw rule 2 (ALLOW IN 5060/udp from Anywhere) accepts", "listening": true}
-      ipv6: {"state": "blocked", "action": "drop", "rule": null, "via": "policy", "bypass": false, "conditions": [],
-             "reason": "default incoming policy: drop", "listening": false}
+      ipv6: {"state": "blocked", "action": "drop", "rule": null, "via": "nftables", "backend": "nftables",
+             "bypass": false, "conditions": [], "listening": false,
+             "reason": "nftables rule (inet sg-guard input #1 handle 2, as iptables: -A input -p udp -m multiport --dports 5060 -j DROP) drops"}
 exposed:
   description: True when any requested port is C(open) or C(restricted) on any family.
   returned: always
   type: bool
   sample: true
+backends:
+  description:
+    - The netfilter backends that hold rules on the host, in the order iptables-nft, iptables-legacy,
+      nftables. A backend whose command is missing, or whose tables hold no rules, is not listed.
+  returned: always
+  type: list
+  elements: dict
+  version_added: 1.2.0
+  contains:
+    name:
+      description: C(iptables-nft) (what C(iptables-save) reads; C(iptables-legacy) when that is the legacy one),
+        C(iptables-legacy) or C(nftables) (native tables, not iptables-nft's).
+      type: str
+    tables:
+      description: Tables holding rules, as C(FAMILY NAME) (C(ip filter), C(inet sg-guard)).
+      type: list
+      elements: str
+    rules:
+      description: Number of rules in them (nft rules as nft counts them).
+      type: int
+  sample:
+    - {"name": "iptables-nft", "tables": ["ip filter", "ip6 filter"], "rules": 176}
+    - {"name": "nftables", "tables": ["inet sg-guard"], "rules": 2}
 caveats:
   description: Things the verdict could not take into account (also given as warnings).
   returned: always

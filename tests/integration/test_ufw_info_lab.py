@@ -78,7 +78,8 @@ def test_the_lab_covers_every_case(exposure_lab, observed):
     vias = {v["via"] for v in verdicts}
     actions = {v["action"] for v in verdicts}
     assert states == {"open", "restricted", "blocked"}
-    assert {"ufw", "policy", "before.rules", "netfilter", "dnat"} <= vias
+    assert {"ufw", "policy", "before.rules", "netfilter", "dnat", "nftables", "iptables-legacy"} <= vias
+    assert {v["backend"] for v in verdicts} >= {"iptables-nft", "iptables-legacy", "nftables"}
     assert {"accept", "drop", "reject"} <= actions
     assert len(exposure_lab["hosts"]) >= 15
 
@@ -152,6 +153,43 @@ def test_a_user_rules_file_with_a_bad_line_is_a_caveat_end_to_end(exposure_lab):
     assert status == "SUCCESS", result
     assert result["exposure"][0]["ipv4"]["state"] == "open"
     assert "/etc/ufw/user.rules line %d: --dport '50a0:6000' is not a port" % line in " ".join(result["caveats"])
+
+
+def test_the_backends_holding_rules_are_returned(exposure_lab, observed):
+    """Native nftables tables and iptables-legacy rules only on the n-* hosts that add them."""
+    info, _seen = observed
+    for name in exposure_lab["hosts"]:
+        spec = exposure_lab["hosts"][name]["spec"]
+        argv0 = set(str(args[0]) for args in spec.get("commands") or [])
+        got = [b["name"] for b in info[name][1]["backends"]]
+        want = (["iptables-nft"] if "iptables-nft" in got else []) + \
+            (["iptables-legacy"] if argv0 & {"iptables-legacy", "ip6tables-legacy"} else []) + \
+            (["nftables"] if "nft" in argv0 else [])
+        assert got == want, name
+
+
+def test_the_audit_report_says_the_same_on_the_backend_hosts(exposure_lab, observed):
+    """report.json of the audit playbook carries ufw_info's verdicts for the n-* hosts (other backends)."""
+    info, _seen = observed
+    report_dir = tempfile.mkdtemp(prefix="sipguard-nft-report-")
+    argv = [os.path.join(BIN, "ansible-playbook"), "-i", exposure_lab["inventory"], "sipguard.firewall.audit",
+            "--limit", "n-*", "-e", json.dumps({"sipguard_report_dir": report_dir})]
+    env = dict(os.environ, ANSIBLE_HOST_KEY_CHECKING="False", ANSIBLE_DEPRECATION_WARNINGS="False")
+    proc = subprocess.run(argv, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, timeout=600,
+                          check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    with open(os.path.join(report_dir, "report.json")) as fh:
+        report = json.load(fh)
+    names = sorted(n for n in exposure_lab["hosts"] if n.startswith("n-"))
+    assert names and sorted(n for n in report["hosts"]) == names
+    for name in names:
+        got = dict(((i["port"], i["proto"], i["family"]), (i["state"], i["via"]))
+                   for i in report["hosts"][name]["exposure"])
+        want = dict(((e["port"], e["proto"], f), (e[f]["state"], e[f]["via"]))
+                    for e in info[name][1]["exposure"] for f in ("ipv4", "ipv6"))
+        common = set(got) & set(want)
+        assert common and all(got[k] == want[k] for k in common), (name, got, want)
+    shutil.rmtree(report_dir, ignore_errors=True)
 
 
 @pytest.mark.parametrize("ports, message", [
