@@ -502,36 +502,68 @@ def _ok(raw, key):
     return cmd["out"] if cmd and cmd.get("rc") == 0 else None
 
 
-def inspect_host(raw, port_specs):
-    """Turn what a host gave us (command outputs and files, see COMMANDS/FILES) into the
-    ``ufw_info`` result: ``ufw``, ``listeners``, ``exposure``, ``exposed``, ``caveats``."""
-    files = raw.get("files") or {}
-    caveats = []
-    conf = parse_shell_vars(files.get("ufw_conf"))
-    installed = bool(raw.get("ufw_binary")) and files.get("ufw_conf") is not None
-    defaults, ipv6 = parse_defaults(files.get("default_ufw") or "")
-    rules4, _t4 = parse_user_rules(files.get("user_rules") or "", False)
-    rules6, _t6 = parse_user_rules(files.get("user6_rules") or "", True)
-    rules = number_rules(rules4, rules6) if installed else []
-    profiles = parse_app_profiles(raw.get("applications") or {}) if installed else {}
+class UfwHost(object):
+    """One host as read by ``ufw_host.gather``: UFW's configuration and rules, the live netfilter
+    rule sets, addresses, routes and listeners, each parsed once.
 
-    ipt = {4: _ok(raw, "iptables_save"), 6: _ok(raw, "ip6tables_save")}
-    for family, key in ((4, "iptables_save"), (6, "ip6tables_save")):
-        if ipt[family] is None:
-            caveats.append("%s failed or is missing: IPv%d verdicts assume no netfilter rules" % (
-                COMMANDS[key][0], family))
-    live4 = parse_iptables_save(ipt[4] or "")
-    active = USER_CHAINS[4] in live4.get("filter", {})
-    addresses = parse_addresses(_ok(raw, "ip_addr") or "")
+    ``ufw_info`` reports from it and ``ufw_port`` plans on it, so both see the same host: a
+    command that failed (non-zero exit) counts as no output for both (a caveat says so).
+    """
+
+    def __init__(self, raw):
+        files = raw.get("files") or {}
+        cmds = raw.get("commands") or {}
+        self.raw = raw
+        self.caveats = []
+        self.installed = bool(raw.get("ufw_binary")) and files.get("ufw_conf") is not None
+        self.conf = parse_shell_vars(files.get("ufw_conf"))
+        self.defaults, self.ipv6 = parse_defaults(files.get("default_ufw") or "")
+        self.default_vars = parse_shell_vars(files.get("default_ufw"))
+        self.user_text = {4: files.get("user_rules") or "", 6: files.get("user6_rules") or ""}
+        self.rule_files = {4: (files.get("before_rules") or "", files.get("after_rules") or ""),
+                           6: (files.get("before6_rules") or "", files.get("after6_rules") or "")}
+        rules4, chain4 = parse_user_rules(self.user_text[4], False)
+        rules6, chain6 = parse_user_rules(self.user_text[6], True)
+        self.rules = number_rules(rules4, rules6) if self.installed else []
+        # {family: {tuple: [argument lists ufw wrote into the user chain for it]}}
+        self.user_args = {4: {}, 6: {}}
+        for family, chain in ((4, chain4), (6, chain6)):
+            for rule in chain:
+                self.user_args[family].setdefault(rule.tuple, []).append(rule.args)
+        self.profiles = parse_app_profiles(raw.get("applications") or {}) if self.installed else {}
+        self.live_text = {}
+        for family, key in ((4, "iptables_save"), (6, "ip6tables_save")):
+            self.live_text[family] = _ok(raw, key)
+            if self.live_text[family] is None:
+                self.caveats.append("%s failed or is missing: IPv%d verdicts assume no netfilter rules" % (
+                    COMMANDS[key][0], family))
+                self.live_text[family] = ""
+        self.active = USER_CHAINS[4] in parse_iptables_save(self.live_text[4]).get("filter", {})
+        addresses = parse_addresses(_ok(raw, "ip_addr") or "")
+        self.addresses = {4: [a for _d, a in addresses if ":" not in a], 6: [a for _d, a in addresses if ":" in a]}
+        self.routes = {4: parse_routes(_ok(raw, "ip_route") or ""), 6: parse_routes(_ok(raw, "ip6_route") or "")}
+        self.forwarding = {4: (files.get("ip_forward") or "0").strip() == "1",
+                           6: (files.get("ip6_forward") or "0").strip() == "1"}
+        self.listeners = parse_listeners(_ok(raw, "ss") or "")
+
+
+def inspect_host(raw, port_specs):
+    """Turn what a host gave us (command outputs and files, see COMMANDS/FILES, or the UfwHost
+    parsed from them) into the ``ufw_info`` result: ``ufw``, ``listeners``, ``exposure``,
+    ``exposed``, ``caveats``."""
+    host = raw if isinstance(raw, UfwHost) else UfwHost(raw)
+    caveats = list(host.caveats)
+    conf = host.conf
+    installed = host.installed
+    defaults, ipv6 = host.defaults, host.ipv6
+    rules = host.rules
+    profiles = host.profiles
+    active = host.active
     nets = {}
     for family in (4, 6):
-        fam_addrs = [a for _d, a in addresses if (":" in a) == (family == 6)]
-        routes = parse_routes(_ok(raw, "ip_route" if family == 4 else "ip6_route") or "")
-        forwarding = (files.get("ip_forward" if family == 4 else "ip6_forward") or "0").strip() == "1"
-        nets[family] = build_host_net(family, ipt[family], fam_addrs, routes, forwarding,
-                                      files.get("user_rules" if family == 4 else "user6_rules"),
-                                      rules, active, ipv6)
-    listeners = parse_listeners(_ok(raw, "ss") or "")
+        nets[family] = build_host_net(family, host.live_text[family], host.addresses[family], host.routes[family],
+                                      host.forwarding[family], host.user_text[family], rules, active, ipv6)
+    listeners = host.listeners
     exposure = []
     for spec in port_specs:
         item = {"port": spec.port, "proto": spec.proto}
