@@ -260,46 +260,11 @@ rollback:
 """
 
 import os
-import time
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.sipguard.firewall.plugins.module_utils.netfilter import NetfilterParseError
-from ansible_collections.sipguard.firewall.plugins.module_utils.ufw_host import (
-    ApplyError,
-    apply_commands,
-    apply_files,
-    arm_rollback,
-    backup,
-    gather,
-    restore,
-    ssh_ports,
-)
-from ansible_collections.sipguard.firewall.plugins.module_utils.ports import PortSpec
-from ansible_collections.sipguard.firewall.plugins.module_utils.ufw_model import UfwModelError, inspect_host
-from ansible_collections.sipguard.firewall.plugins.module_utils.ufw_plan import (
-    HostState,
-    PlanError,
-    check_request,
-    parse_targets,
-    plan_close,
-    render_rules,
-)
-
-
-def _states(verdicts):
-    return dict((k, v["state"]) for k, v in verdicts.items())
-
-
-def _inspect(raw, specs):
-    """ufw_info's view of ``raw`` without the catalogue of application profiles (the verdicts
-    already name the profile that decided), or None when it cannot be read (the failure says why)."""
-    try:
-        info = inspect_host(raw, specs)
-    except (UfwModelError, NetfilterParseError):
-        return None
-    info["ufw"].pop("app_profiles", None)
-    return info
+from ansible_collections.sipguard.firewall.plugins.module_utils.ufw_change import ChangeFailed, ChangeRequest, run_change
+from ansible_collections.sipguard.firewall.plugins.module_utils.ufw_host import HostRunner
 
 
 def main():
@@ -322,94 +287,13 @@ def main():
         required_one_of=[("port", "ports")],
         supports_check_mode=True,
     )
-    p = module.params
     try:
-        targets = parse_targets(p["ports"]) if p["ports"] is not None else [(p["port"], p["proto"])]
-        for port, proto in targets:
-            check_request(port, proto, p["state"], p["allow_from"], p["method"], p["families"])
-        if p["rollback_after"] < 0:
-            raise PlanError("rollback_after: %d is negative; give seconds (0 = no rollback)" % p["rollback_after"])
-    except PlanError as exc:
-        module.fail_json(msg=str(exc))
-    if os.geteuid() != 0:
-        module.fail_json(msg="ufw_port changes the firewall and needs root: run it with become: true")
-
-    raw = gather(module)
-    specs = [PortSpec(port, p) for port, proto in targets for p in (("udp", "tcp") if proto == "any" else (proto,))]
-
-    def plan_for(state, ssh):
-        return plan_close(state, targets, p["state"], p["allow_from"], p["method"], p["families"],
-                          p["enable_ufw"], ssh, p["lockout_guard"])
-
-    ports = ssh_ports(module, read_config=False)
-    try:
-        host = HostState(raw)
-        try:
-            plan = plan_for(host, ports)
-        except PlanError:
-            plan = None
-        if plan is None or plan.changed:
-            # Only a change can lock SSH out: sshd's own ports (sshd -T) are read when there is one.
-            ports = ssh_ports(module)
-            plan = plan_for(host, ports)
-    except (PlanError, UfwModelError, NetfilterParseError) as exc:
-        # Nothing was changed: the host as it is (with ufw_info's remediation) goes back with the refusal.
-        module.fail_json(msg=str(exc), ssh_ports=ports, info=_inspect(raw, specs))
-
-    applied_with = None
-    if plan.changed:
-        applied_with = "ufw" if p["apply"] == "ufw" or (p["apply"] == "auto" and plan.files is None) else "files"
-        if applied_with == "files" and plan.files is None:
-            module.fail_json(msg="apply=files: /etc/ufw/user.rules or user6.rules is not in the layout ufw writes "
-                                 "(edited by hand?), so it cannot be rewritten safely; use apply=ufw or auto",
-                             commands=plan.commands, info=_inspect(raw, specs))
-    result = dict(
-        changed=plan.changed,
-        applied_with=applied_with,
-        commands=plan.commands,
-        rules_before=plan.before,
-        rules_after=plan.after,
-        deleted=plan.deleted,
-        added=plan.added,
-        verdicts=dict(before=plan.verdicts_before, after=plan.verdicts_after),
-        enabled_ufw=plan.enable,
-        ssh_ports=ports,
-        rollback=dict(id=p["rollback_id"], armed=None, deadline=None),
-        diff=dict(before=render_rules(plan.before), after=render_rules(plan.after)),
-        info=None,  # read below: once, after the change when there is one
-    )
-    if not plan.changed or module.check_mode:
-        result["info"] = _inspect(raw, specs)
-        module.exit_json(**result)
-
-    ufw = raw["ufw_binary"]
-    group = p["rollback_id"] or "ufw_port-%d-%d" % (os.getpid(), int(time.time()))
-    directory = backup(group, host.active)
-    try:
-        if applied_with == "files":
-            reload_families = [f for f in plan.files if host.active and (f == 4 or host.ipv6)]
-            apply_files(module, ufw, plan.files, reload_families, plan.enable, directory)
-        else:
-            apply_commands(module, ufw, plan.commands, directory)
-        # A firewall change moves netfilter and the files only: listeners, addresses and routes stand.
-        raw_after = gather(module, commands=("iptables_save", "ip6tables_save"), previous=raw)
-        after = HostState(raw_after)
-        check = plan_for(after, ports)
-        if check.changed or _states(check.verdicts_before) != _states(plan.verdicts_after):
-            restore(directory, ufw, module.run_command)
-            result["info"] = _inspect(gather(module), specs)
-            module.fail_json(msg="after applying, the host does not match the plan (still to do: %s; verdicts %s); "
-                                 "the previous rules were restored" % (check.commands,
-                                                                       _states(check.verdicts_before)), **result)
-        result["rules_after"] = check.before
-        result["info"] = _inspect(raw_after, specs)
-        result["diff"]["after"] = render_rules(check.before)
-    except (ApplyError, PlanError, UfwModelError, NetfilterParseError, OSError) as exc:
-        result["info"] = _inspect(gather(module), specs)  # the rules as they are after the restore
-        module.fail_json(msg=str(exc), **result)
-    if p["rollback_after"] > 0:
-        result["rollback"] = dict(id=group, armed=arm_rollback(directory, p["rollback_after"], ufw),
-                                  deadline=time.time() + p["rollback_after"])
+        request = ChangeRequest(module.params)
+        if os.geteuid() != 0:
+            module.fail_json(msg="ufw_port changes the firewall and needs root: run it with become: true")
+        result = run_change(HostRunner(module), request, check_mode=module.check_mode)
+    except ChangeFailed as exc:
+        module.fail_json(msg=exc.msg, **exc.result)
     module.exit_json(**result)
 
 
