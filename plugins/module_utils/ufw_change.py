@@ -138,30 +138,44 @@ def run_change(runner, request, check_mode=False, now=time.time):
     """
     rollbacks = runner.rollbacks()
     # Check mode writes nothing, not even ufw's lock file.
-    with (contextlib.nullcontext() if check_mode else runner.lock()):
+    lock = contextlib.nullcontext() if check_mode else runner.lock()
+    try:
+        lock.__enter__()
+    except Exception as exc:  # pylint: disable=broad-except
+        raise ChangeFailed("%s. Nothing was changed" % exc, dict(rollbacks=rollbacks))
+    try:
+        return _locked(runner, request, check_mode, now, rollbacks)
+    finally:
+        lock.__exit__(None, None, None)
+
+
+def _locked(runner, request, check_mode, now, rollbacks):
+    """run_change's steps under ufw's lock: read, plan, then the transaction when there is a change."""
+    try:
         raw = runner.gather()
-        ports = []
-        try:
-            host = UfwHost(raw)
-            plan, ports = _plan(request, host, runner)
-        except (PlanError, UfwModelError, NetfilterParseError) as exc:
-            # Nothing was changed: the host as it is (with ufw_info's remediation) goes back with the refusal.
-            raise ChangeFailed(str(exc), dict(ssh_ports=ports, info=_inspect(raw, request.specs), rollbacks=rollbacks))
-        applied_with = None
-        if plan.changed:
-            files_ok = plan.files is not None
-            applied_with = "ufw" if request.apply == "ufw" or (request.apply == "auto" and not files_ok) else "files"
-            if applied_with == "files" and not files_ok:
-                raise ChangeFailed("apply=files: /etc/ufw/user.rules or user6.rules is not in the layout ufw writes "
-                                   "(edited by hand?), so it cannot be rewritten safely; use apply=ufw or auto",
-                                   dict(commands=plan.commands, info=_inspect(raw, request.specs),
-                                        rollbacks=rollbacks))
-        result = _result(request, plan, ports, applied_with)
-        result["rollbacks"] = rollbacks
-        if not plan.changed or check_mode:
-            result["info"] = _inspect(host, request.specs)
-            return result
-        _transaction(runner, request, host, plan, ports, result, now)
+    except Exception as exc:  # pylint: disable=broad-except
+        raise ChangeFailed("reading the host failed: %s. Nothing was changed" % exc, dict(rollbacks=rollbacks))
+    ports = []
+    try:
+        host = UfwHost(raw)
+        plan, ports = _plan(request, host, runner)
+    except (PlanError, UfwModelError, NetfilterParseError) as exc:
+        # Nothing was changed: the host as it is (with ufw_info's remediation) goes back with the refusal.
+        raise ChangeFailed(str(exc), dict(ssh_ports=ports, info=_inspect(raw, request.specs), rollbacks=rollbacks))
+    applied_with = None
+    if plan.changed:
+        files_ok = plan.files is not None
+        applied_with = "ufw" if request.apply == "ufw" or (request.apply == "auto" and not files_ok) else "files"
+        if applied_with == "files" and not files_ok:
+            raise ChangeFailed("apply=files: /etc/ufw/user.rules or user6.rules is not in the layout ufw writes "
+                               "(edited by hand?), so it cannot be rewritten safely; use apply=ufw or auto",
+                               dict(commands=plan.commands, info=_inspect(raw, request.specs), rollbacks=rollbacks))
+    result = _result(request, plan, ports, applied_with)
+    result["rollbacks"] = rollbacks
+    if not plan.changed or check_mode:
+        result["info"] = _inspect(host, request.specs)
+        return result
+    _transaction(runner, request, host, plan, ports, result, now)
     return result
 
 
