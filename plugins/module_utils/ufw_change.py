@@ -151,6 +151,10 @@ def run_change(runner, request, check_mode=False, now=time.time):
 
 def _locked(runner, request, check_mode, now, rollbacks):
     """run_change's steps under ufw's lock: read, plan, then the transaction when there is a change."""
+    if not check_mode:
+        # A change confirmed (its armed file removed) or rolled back at boot leaves the boot hook behind:
+        # the admin's own before.init comes back here.
+        runner.tidy()
     try:
         raw = runner.gather()
     except Exception as exc:  # pylint: disable=broad-except

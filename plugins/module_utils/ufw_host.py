@@ -292,11 +292,14 @@ def install_boot_hook(directory):
 
 
 def remove_boot_hook(directory):
-    """Take ``directory`` out of the boot hook; the admin's before.init is back once no change is pending."""
-    groups = _hook_groups()
-    if groups is None:
+    """Take ``directory`` (and every group no longer armed) out of the boot hook; the admin's
+    before.init is back once no change is pending."""
+    installed = _hook_groups()
+    if installed is None:
         return
-    groups = [g for g in groups if g != directory and os.path.exists(os.path.join(g, "armed"))]
+    groups = [g for g in installed if g != directory and os.path.exists(os.path.join(g, "armed"))]
+    if groups == installed:
+        return
     if groups:
         atomic_write(BOOT_HOOK, boot_hook(groups), 0o755, (0, 0))
     elif os.path.exists(BOOT_HOOK_ORIG) or os.path.islink(BOOT_HOOK_ORIG):
@@ -523,6 +526,9 @@ class HostRunner(object):
 
     def rollbacks(self):
         return past_rollbacks()
+
+    def tidy(self):
+        remove_boot_hook(None)
 
     def backup(self, group, was_active):
         return backup(group, was_active, self.ufw)

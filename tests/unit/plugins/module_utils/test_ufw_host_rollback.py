@@ -139,6 +139,9 @@ def test_at_boot_an_unconfirmed_change_is_rolled_back_and_the_admin_hook_still_r
     assert (fake_host / "admin.log").read_text() == "admin-hook start\n"
     rollbacks = ufw_host.past_rollbacks(ufw_host.BACKUP_ROOT)
     assert [(r["id"], r["by"], r["outcome"]) for r in rollbacks] == [("g1", "boot", "restored")]
+    # the next ufw_port run gives the admin's hook back
+    ufw_host.remove_boot_hook(None)
+    assert "admin-hook" in (fake_host / "etc-ufw" / "before.init").read_text()
 
 
 def test_a_restart_while_the_watcher_lives_keeps_the_change(fake_host):
