@@ -24,10 +24,23 @@ description:
     same arguments changes nothing.
   - When UFW is inactive it is enabled (O(enable_ufw)) only after the SSH ports in use (from
     C(sshd -T) and the current connection) are allowed.
+  - The change is one transaction under ufw's own lock (C(/run/ufw.lock), the lock every ufw command
+    takes): read the host, plan, back up the rule files, arm the rollback, apply, read the host again
+    and verify. A ufw command run by someone else meanwhile waits and runs after the change instead of
+    being overwritten by it. The module's own ufw commands run while it holds the lock.
   - After applying, the host is read again and the verdict checked; if it differs from the plan,
-    the previous rules are restored and the module fails. Any failure restores the previous rules.
-  - With O(rollback_after), a detached process on the host restores the previous rules unless the
-    change is confirmed (the file returned as RV(rollback.armed) removed) in time.
+    the previous rules are restored and the module fails. Any failure after the backup restores the
+    previous rules, and the message says whether restoring worked.
+  - With O(rollback_after), the rollback is armed before the first change: unless the change is
+    confirmed (the file returned as RV(rollback.armed) removed) in time, the previous rules come back.
+    Where systemd is PID 1 of this host, a transient systemd timer (C(systemd-run), outside the SSH
+    session) restores them; elsewhere a detached watcher process does, whose liveness is an flock it
+    holds (not a pid file). UFW's boot hook C(/etc/ufw/before.init) restores an unconfirmed change
+    when ufw starts at boot, before the network comes up; an existing C(before.init) is kept as
+    C(before.init.sipguard-orig), chained to, and put back once no change is pending.
+  - Backups are kept in C(/var/lib/sipguard/rollback/<rollback_id>) (directory 0700, files 0600).
+    A rollback that happened is reported by the next run (RV(rollbacks), and by
+    M(sipguard.firewall.ufw_info)).
 author:
   - sipguard maintainers (@sipguard)
 extends_documentation_fragment:
@@ -90,6 +103,8 @@ options:
     description:
       - Seconds after which the previous rules are restored unless the change is confirmed by removing
         RV(rollback.armed). C(0) arms no rollback.
+      - The rollback is armed before the change is made, and survives the end of the SSH session and a
+        reboot (see the description).
     type: int
     default: 0
   rollback_id:
@@ -242,6 +257,32 @@ info:
   returned: always
   type: dict
   sample: {"exposed": false, "exposure": [], "listeners": [], "ufw": {}, "caveats": []}
+rollbacks:
+  description:
+    - Rollbacks that happened on this host before this run (a change not confirmed in time, or found
+      unconfirmed when ufw started at boot), oldest first; the same list as M(sipguard.firewall.ufw_info) returns.
+  returned: always
+  type: list
+  elements: dict
+  version_added: 1.2.0
+  contains:
+    id:
+      description: The rollback group (O(rollback_id)).
+      type: str
+    time:
+      description: Unix time of the rollback.
+      type: float
+    at:
+      description: The same time, ISO 8601 UTC.
+      type: str
+    by:
+      description: C(watcher) (detached process), C(timer) (transient systemd timer) or C(boot) (ufw's boot hook).
+      type: str
+    outcome:
+      description: C(restored), or what went wrong.
+      type: str
+  sample: [{"id": "close-2026-11-25", "time": 1795000000.0, "at": "2026-11-18T06:13:20Z", "by": "boot",
+            "outcome": "restored"}]
 rollback:
   description: The commit-confirmed rollback, when armed.
   returned: always
