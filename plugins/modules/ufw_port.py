@@ -25,13 +25,13 @@ description:
   - When UFW is inactive it is enabled (O(enable_ufw)) only after the SSH ports in use (from
     C(sshd -T) and the current connection) are allowed.
   - The change is one transaction under ufw's own lock (C(/run/ufw.lock), the lock every ufw command
-    takes): read the host, plan, back up the rule files, arm the rollback, apply, read the host again
-    and verify. A ufw command run by someone else meanwhile waits and runs after the change instead of
+    takes) that reads the host, plans, backs up the rule files, arms the rollback, applies, reads the
+    host again and verifies. A ufw command run by someone else meanwhile waits and runs after the change instead of
     being overwritten by it. The module's own ufw commands run while it holds the lock.
   - After applying, the host is read again and the verdict checked; if it differs from the plan,
     the previous rules are restored and the module fails. Any failure after the backup restores the
     previous rules, and the message says whether restoring worked.
-  - With O(rollback_after), the rollback is armed before the first change: unless the change is
+  - With O(rollback_after), the rollback is armed before the first change; unless the change is
     confirmed (the file returned as RV(rollback.armed) removed) in time, the previous rules come back.
     Where systemd is PID 1 of this host, a transient systemd timer (C(systemd-run), outside the SSH
     session) restores them; elsewhere a detached watcher process does, whose liveness is an flock it

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from conftest import BIN, HERE, adhoc, lab_up
+from conftest import HERE, adhoc, lab_up
 
 PIDFILE = "/run/sipguard-lab-%s-sshd.pid"  # sglab's sshd PidFile
 

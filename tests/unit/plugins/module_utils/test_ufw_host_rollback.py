@@ -9,6 +9,7 @@ import json
 import os
 import stat
 import subprocess
+import time
 
 import pytest
 
@@ -59,6 +60,12 @@ def _armed_group(fake_host, was_active=True, ufw="/bin/true"):
     return directory
 
 
+def _wait_for_holder(directory):
+    deadline = time.time() + 5
+    while not ufw_host.watcher_alive(directory) and time.time() < deadline:
+        time.sleep(0.05)
+
+
 def test_backups_are_root_only(fake_host):
     directory = ufw_host.backup("g1", True)
     assert stat.S_IMODE(os.stat(directory).st_mode) == 0o700
@@ -84,10 +91,7 @@ def test_watcher_liveness_is_its_flock_not_a_pid(fake_host):
     assert ufw_host.watcher_alive(directory) is False
     holder = subprocess.Popen(["flock", "-o", os.path.join(directory, "watcher.lock"), "sleep", "30"])
     try:
-        for _ in range(100):
-            if ufw_host.watcher_alive(directory):
-                break
-            subprocess.call(["sleep", "0.05"])
+        _wait_for_holder(directory)
         assert ufw_host.watcher_alive(directory) is True
     finally:
         holder.kill()
@@ -148,10 +152,7 @@ def test_a_restart_while_the_watcher_lives_keeps_the_change(fake_host):
     directory = _armed_group(fake_host)
     holder = subprocess.Popen(["flock", "-o", os.path.join(directory, "watcher.lock"), "sleep", "30"])
     try:
-        for _ in range(100):
-            if ufw_host.watcher_alive(directory):
-                break
-            subprocess.call(["sleep", "0.05"])
+        _wait_for_holder(directory)
         assert _start(fake_host).returncode == 0  # e.g. the `ufw --force enable` of the change itself
         assert (fake_host / "etc-ufw" / "user.rules").read_text() == "new user.rules\n"
         assert os.path.exists(os.path.join(directory, "armed"))
