@@ -381,7 +381,13 @@ def _watch(directory, armed, ufw_binary):
         if time.time() >= deadline:
             break
         time.sleep(0.25)
-    with UfwLock(timeout=300):
+    while True:
+        try:
+            lock = UfwLock().__enter__()
+            break
+        except ApplyError:  # a ufw command (or a change) holds ufw's lock: wait for it, never give up
+            time.sleep(1)
+    with lock:
         if _deadline(armed) is None:  # confirmed while we waited for the lock
             remove_boot_hook(directory)
             return
