@@ -221,3 +221,33 @@ def test_the_held_ufw_lock_is_ufws_own(tmp_path):
         assert subprocess.call(["python3", "-c", code, path]) == 3
     assert subprocess.call(["python3", "-c", code, path]) == 0
     assert fcntl is not None
+
+
+class _Module(object):
+    def __init__(self, rc=0):
+        self.rc = rc
+        self.calls = []
+
+    def run_command(self, argv, environ_update=None, **_kw):
+        self.calls.append((argv, environ_update))
+        return self.rc, "", "ERROR: Could not find a profile matching 'x'"
+
+
+def test_ufw_commands_of_a_change_do_not_wait_for_the_lock_the_change_holds():
+    # /usr/sbin/ufw locks /lib/ufw/ufw.lock instead of /run/ufw.lock when TESTSTATE is set
+    module = _Module()
+    ufw_host.apply_commands(module, "/usr/sbin/ufw", [["--force", "delete", "2"], ["prepend", "deny", "5060"]])
+    assert [c[0] for c in module.calls] == [["/usr/sbin/ufw", "--force", "delete", "2"],
+                                            ["/usr/sbin/ufw", "prepend", "deny", "5060"]]
+    assert all(env == {"LC_ALL": "C", "TESTSTATE": "1"} for _argv, env in module.calls)
+    with open("/usr/sbin/ufw") if os.path.exists("/usr/sbin/ufw") else open(os.devnull) as fh:
+        source = fh.read()
+    if source:
+        assert "'TESTSTATE' in os.environ" in source and "lockfile = '/run/ufw.lock'" in source
+
+
+def test_a_failing_ufw_command_stops_the_change_and_names_it():
+    module = _Module(rc=1)
+    with pytest.raises(ufw_host.ApplyError, match=r"'ufw allow x' failed \(rc=1\): ERROR: Could not find a profile"):
+        ufw_host.apply_commands(module, "/usr/sbin/ufw", [["allow", "x"], ["allow", "y"]])
+    assert len(module.calls) == 1
