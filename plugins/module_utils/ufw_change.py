@@ -138,8 +138,8 @@ def run_change(runner, request, check_mode=False, now=time.time):
     """
     rollbacks = runner.rollbacks()
     # Check mode writes nothing, not even ufw's lock file.
-    lock = contextlib.nullcontext() if check_mode else runner.lock()
     try:
+        lock = contextlib.nullcontext() if check_mode else runner.lock()
         lock.__enter__()
     except Exception as exc:  # pylint: disable=broad-except
         raise ChangeFailed("%s. Nothing was changed" % exc, dict(rollbacks=rollbacks))
