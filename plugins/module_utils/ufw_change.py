@@ -98,20 +98,6 @@ def _reread(runner, specs):
         return None
 
 
-def _plan(request, host, runner):
-    """Plan with the port of this connection; only a change can lock SSH out, so sshd's own ports
-    (``sshd -T``, read by the runner) are added when there is one."""
-    ports = runner.ssh_ports(read_config=False)
-    try:
-        plan = request.plan(host, ports)
-    except PlanError:
-        plan = None
-    if plan is None or plan.changed:
-        ports = runner.ssh_ports(read_config=True)
-        plan = request.plan(host, ports)
-    return plan, ports
-
-
 def _result(request, plan, ports, applied_with):
     return dict(
         changed=plan.changed,
@@ -162,7 +148,16 @@ def _locked(runner, request, check_mode, now, rollbacks):
     ports = []
     try:
         host = UfwHost(raw)
-        plan, ports = _plan(request, host, runner)
+        # Plan with the port of this connection; only a change can lock SSH out, so sshd's own ports
+        # (``sshd -T``) are added when there is one (or when the plan is refused, to say it right).
+        ports = runner.ssh_ports(read_config=False)
+        try:
+            plan = request.plan(host, ports)
+        except PlanError:
+            plan = None
+        if plan is None or plan.changed:
+            ports = runner.ssh_ports(read_config=True)
+            plan = request.plan(host, ports)
     except (PlanError, UfwModelError, NetfilterParseError) as exc:
         # Nothing was changed: the host as it is (with ufw_info's remediation) goes back with the refusal.
         raise ChangeFailed(str(exc), dict(ssh_ports=ports, info=_inspect(raw, request.specs), rollbacks=rollbacks))

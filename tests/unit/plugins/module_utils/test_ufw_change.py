@@ -169,6 +169,7 @@ def test_a_refused_plan_changes_nothing_and_returns_the_host():
     exc = failure(runner, ports=["22/tcp"])
     assert "port 22/tcp is this host's SSH port" in exc.msg
     assert "backup" not in runner.calls and exc.result["info"]["ufw"]["active"] is True
+    assert exc.result["ssh_ports"] == [22]  # the guard's ports go back with the refusal
 
 
 def test_a_failed_backup_changes_nothing():
