@@ -10,22 +10,37 @@ Prints JSON: whether the other command finished inside the window, its exit code
 import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
 
-from ansible.module_utils import basic
-
-basic._ANSIBLE_ARGS = json.dumps({"ANSIBLE_MODULE_ARGS": {}}).encode()  # pylint: disable=protected-access
-
-from ansible_collections.sipguard.firewall.plugins.module_utils.ufw_change import (  # noqa: E402
+from ansible_collections.sipguard.firewall.plugins.module_utils.ufw_change import (
     ChangeFailed,
     ChangeRequest,
     run_change,
 )
-from ansible_collections.sipguard.firewall.plugins.module_utils.ufw_host import HostRunner  # noqa: E402
+from ansible_collections.sipguard.firewall.plugins.module_utils.ufw_host import HostRunner
 
 WINDOW = 3.0
+
+
+class Module(object):
+    """The two AnsibleModule methods HostRunner uses, for a run outside Ansible."""
+
+    @staticmethod
+    def get_bin_path(name, opt_dirs=()):
+        return shutil.which(name, path=os.pathsep.join(list(opt_dirs) + [os.environ.get("PATH", ""),
+                                                                          "/usr/sbin", "/sbin"]))
+
+    @staticmethod
+    def run_command(argv, data=None, binary_data=False, environ_update=None):
+        env = dict(os.environ, **(environ_update or {}))
+        if data is not None and not binary_data:
+            data += "\n"
+        proc = subprocess.run(argv, input=data.encode() if data is not None else None, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, env=env, check=False)
+        return proc.returncode, proc.stdout.decode("utf-8", "replace"), proc.stderr.decode("utf-8", "replace")
 
 
 class Interleaved(HostRunner):
@@ -50,8 +65,7 @@ def main():
     here = subprocess.run(["ip", "netns", "identify", str(os.getpid())], stdout=subprocess.PIPE, check=False)
     if not here.stdout.decode().strip().startswith("sg-"):
         sys.exit("interleave_change.py changes the firewall: run it inside a lab host (ip netns exec sg-...)")
-    module = basic.AnsibleModule(argument_spec={})
-    runner = Interleaved(module, sys.argv[1] == "lock", sys.argv[2:])
+    runner = Interleaved(Module(), sys.argv[1] == "lock", sys.argv[2:])
     request = ChangeRequest({"ports": ["5060/udp"], "apply": "files"})
     try:
         result = run_change(runner, request)
