@@ -192,8 +192,9 @@ def test_f_a_ufw_command_between_planning_and_applying_is_not_lost(lab):
     # ufw waited for the change (it did not get in between), then ran: both changes are there
     assert outcome["finished_in_window"] is False and outcome["other_rc"] == 0, outcome
     assert admits_7000(lab, host) == (True, True)
-    status = nsexec(lab, host, ["ufw", "status"]).stdout
-    assert "sipguard.firewall 5060/udp" in status
+    numbered = nsexec(lab, host, ["ufw", "status", "numbered"]).stdout  # numbered shows the comments
+    assert "# sipguard.firewall 5060/udp" in numbered, numbered
+    assert "-A ufw-user-input -p udp -m udp --dport 5060 -j DROP" in nsexec(lab, host, ["iptables-save"]).stdout
 
 
 def test_f_control_without_the_lock_the_update_is_lost(lab):
