@@ -26,8 +26,9 @@ description:
     C(sshd -T) and the current connection) are allowed.
   - The change is one transaction under ufw's own lock (C(/run/ufw.lock), the lock every ufw command
     takes) that reads the host, plans, backs up the rule files, arms the rollback, applies, reads the
-    host again and verifies. A ufw command run by someone else meanwhile waits and runs after the change instead of
-    being overwritten by it. The module's own ufw commands run while it holds the lock.
+    host again and verifies. A ufw command that started earlier finishes first and is not overwritten. The
+    module's own ufw commands run while it holds the lock. ufw reads its rules before it takes the lock, so a
+    ufw command started while the change runs can still overwrite the change.
   - After applying, the host is read again and the verdict checked; if it differs from the plan,
     the previous rules are restored and the module fails. Any failure after the backup restores the
     previous rules, and the message says whether restoring worked.

@@ -185,6 +185,9 @@ def admits_7000(lab, host):
     return "7000/tcp" in status, "--dport 7000 -j ACCEPT" in live
 
 
+@pytest.mark.xfail(strict=True, reason="ufw reads its rules files before it takes its lock (/usr/sbin/ufw builds "
+                   "UFWFrontend, which reads user.rules, before create_lock): a ufw command started while ufw_port "
+                   "holds the lock waits, then writes its stale copy plus its own rule, and ufw_port's change is lost")
 def test_f_a_ufw_command_between_planning_and_applying_is_not_lost(lab):
     host = "c-txn"
     outcome = interleave(lab, host, "lock")
