@@ -22,6 +22,7 @@ import subprocess
 import time
 
 from ansible_collections.sipguard.firewall.plugins.module_utils.atomic_file import atomic_write
+from ansible_collections.sipguard.firewall.plugins.module_utils.ssh_guard import read_ssh_ports
 from ansible_collections.sipguard.firewall.plugins.module_utils.ufw_model import APPLICATIONS_DIR, COMMANDS, FILES
 
 BACKUP_ROOT = "/var/lib/sipguard/rollback"
@@ -143,9 +144,10 @@ def check_rollback_id(value, option="rollback_id"):
     return text
 
 
-def rollback_directory(group, root=BACKUP_ROOT):
+def rollback_directory(group, root=None):
     """The backup directory of rollback group ``group``, after checking that it is a safe name
-    and that the result is a direct child of ``root``."""
+    and that the result is a direct child of ``root`` (default BACKUP_ROOT)."""
+    root = BACKUP_ROOT if root is None else root
     check_rollback_id(group)
     directory = os.path.join(root, group)
     if os.path.dirname(os.path.normpath(directory)) != os.path.normpath(root):
@@ -153,59 +155,21 @@ def rollback_directory(group, root=BACKUP_ROOT):
     return directory
 
 
-def backup(group, was_active):
-    """Copy UFW's rule files into the rollback group; the first backup of a group wins.
-
-    One ``close`` run may call ufw_port once per port; all of them share one group, so a
-    rollback restores the state from before the whole run, not from before the last port.
-    """
-    directory = rollback_directory(group)
-    if os.path.exists(os.path.join(directory, "armed")):
-        return directory  # an earlier port of this run, not yet confirmed
-    shutil.rmtree(directory, ignore_errors=True)  # a finished group of the same name is stale
-    os.makedirs(directory, 0o700)
-    for path in BACKED_UP:
-        if os.path.exists(path):
-            shutil.copy2(path, os.path.join(directory, os.path.basename(path)))
-    with open(os.path.join(directory, "state.json"), "w") as fh:
-        json.dump({"was_active": was_active, "created": time.time()}, fh)
-    return directory
-
-
-def restore(directory, ufw_binary, run):
-    """Put the backed-up files back and make the kernel run them again.
-
-    ``run(argv)`` returns (rc, out, err); it is module.run_command or a subprocess wrapper.
-    """
-    with open(os.path.join(directory, "state.json")) as fh:
-        state = json.load(fh)
-    if not state["was_active"]:
-        run([ufw_binary, "--force", "disable"])
-    for path in BACKED_UP:
-        saved = os.path.join(directory, os.path.basename(path))
-        if os.path.exists(saved):
-            shutil.copy2(saved, path)
-    if state["was_active"]:
-        rc, out, err = run([ufw_binary, "reload"])
-        if rc != 0:
-            raise ApplyError("ufw reload after restoring the rules failed: %s" % (err or out).strip())
-
-
-def apply_commands(module, ufw_binary, commands, directory):
-    """Run the planned ufw commands; on the first failure restore the backup and raise."""
-    done = []
-    for argv in commands:
-        rc, out, err = module.run_command([ufw_binary] + list(argv), environ_update={"LC_ALL": "C"})
-        if rc != 0:
-            restore(directory, ufw_binary, module.run_command)
-            raise ApplyError("'ufw %s' failed (rc=%d): %s; the rules were restored as they were" % (
-                " ".join(argv), rc, (err or out).strip()))
-        done.append(argv)
-    return done
+# ufw runs every command under an fcntl lock on /run/ufw.lock (/usr/sbin/ufw, ufw.util.create_lock),
+# except when TESTSTATE is set: then it locks /lib/ufw/ufw.lock instead. A change holds ufw's lock
+# from reading the rules to verifying them, so the ufw commands it runs itself are started with
+# TESTSTATE; any other ufw command waits for the change and runs after it.
+UFW_CHILD_ENV = {"LC_ALL": "C", "TESTSTATE": "1"}
+BOOT_ID = "/proc/sys/kernel/random/boot_id"
+UFW_DIR = "/etc/ufw"
+BOOT_HOOK = "/etc/ufw/before.init"
+BOOT_HOOK_ORIG = BOOT_HOOK + ".sipguard-orig"
+_HOOK_MARK = "# sipguard-rollback-groups:"
 
 
 class UfwLock(object):
-    """Hold ufw's own lock, so that no ufw command runs while the files and chains change."""
+    """Hold ufw's own lock (the fcntl lock every ufw command takes), so that no ufw command runs
+    while this change reads, writes and verifies the rules."""
 
     def __init__(self, path=UFW_LOCK, timeout=60.0):
         self.path = path
@@ -231,66 +195,215 @@ class UfwLock(object):
         return False
 
 
-def apply_files(module, ufw_binary, files, reload_families, enable, directory):
-    """Make the change the way ufw makes a rule change, in one step per family.
+def _write_private(path, data):
+    """Write ``data`` (bytes) to a new file readable by root only (backups hold the whole rule set)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+    os.chmod(path, 0o600)
 
-    ``files`` is ``{family: new user rules text}``. Under ufw's lock, each file is replaced
-    atomically; then, when UFW is active, each family in ``reload_families`` loads its file
-    with ``iptables-restore -n`` -- what ufw's ``_reload_user_rules`` runs after every rule
-    change, but as one transaction (the user chains are flushed and refilled atomically).
-    An inactive UFW is then enabled with ``ufw --force enable``. On any failure the backup
-    in ``directory`` is restored and ApplyError is raised.
-    """
+
+def _ufw_dir_id():
+    """Which UFW configuration this is (device and inode of /etc/ufw): lab hosts share
+    /var/lib but each has its own /etc/ufw, and a rollback belongs to one of them."""
     try:
-        with UfwLock():
-            for family in sorted(files):
-                st = os.stat(USER_RULES[family])  # the new file keeps the mode and owner ufw gave it
-                atomic_write(USER_RULES[family], files[family], st.st_mode & 0o7777, (st.st_uid, st.st_gid))
-            for family in sorted(reload_families):
-                binary = module.get_bin_path(RESTORE[family], opt_dirs=["/usr/sbin", "/sbin"])
-                if binary is None:
-                    raise ApplyError("%s not found" % RESTORE[family])
-                rc, out, err = module.run_command([binary, "-n"], data=files[family], binary_data=True,
-                                                  environ_update={"LC_ALL": "C"})
-                if rc != 0:
-                    raise ApplyError("'%s -n %s' failed (rc=%d): %s"
-                                     % (RESTORE[family], USER_RULES[family], rc, (err or out).strip()))
-        if enable:
-            rc, out, err = module.run_command([ufw_binary, "--force", "enable"], environ_update={"LC_ALL": "C"})
-            if rc != 0:
-                raise ApplyError("'ufw --force enable' failed (rc=%d): %s" % (rc, (err or out).strip()))
-    except (ApplyError, IOError, OSError) as exc:
-        restore(directory, ufw_binary, module.run_command)
-        raise ApplyError("%s; the rules were restored as they were" % exc)
-    return ["write %s" % USER_RULES[f] for f in sorted(files)] + \
-        ["%s -n %s" % (RESTORE[f], USER_RULES[f]) for f in sorted(reload_families)] + \
-        (["ufw --force enable"] if enable else [])
+        st = os.stat(UFW_DIR)
+    except OSError:
+        return None
+    return "%d:%d" % (st.st_dev, st.st_ino)
+
+
+def backup(group, was_active, ufw_binary="ufw"):
+    """Copy UFW's rule files into the rollback group (0700, files 0600); the first backup of a group wins.
+
+    One ``close`` run may call ufw_port once per port; all of them share one group, so a
+    rollback restores the state from before the whole run, not from before the last port.
+    """
+    directory = rollback_directory(group)
+    if os.path.exists(os.path.join(directory, "armed")):
+        return directory  # an earlier port of this run, not yet confirmed
+    shutil.rmtree(directory, ignore_errors=True)  # a finished group of the same name is stale
+    if not os.path.isdir(BACKUP_ROOT):
+        os.makedirs(BACKUP_ROOT, 0o700)
+    os.mkdir(directory, 0o700)
+    os.chmod(directory, 0o700)
+    for path in BACKED_UP:
+        if os.path.exists(path):
+            with open(path, "rb") as fh:
+                _write_private(os.path.join(directory, os.path.basename(path)), fh.read())
+    state = {"was_active": was_active, "created": time.time(), "boot_id": (_read(BOOT_ID) or "").strip(),
+             "ufw_dir": _ufw_dir_id(), "ufw_binary": ufw_binary, "id": group}
+    _write_private(os.path.join(directory, "state.json"), json.dumps(state).encode("utf-8"))
+    _write_private(os.path.join(directory, "boot_id"), ((_read(BOOT_ID) or "").strip() + "\n").encode("ascii"))
+    return directory
+
+
+def restore(directory, ufw_binary, run):
+    """Put the backed-up files back and make the kernel run them again.
+
+    ``run(argv)`` returns (rc, out, err); the caller holds ufw's lock, so ``run`` starts ufw with
+    UFW_CHILD_ENV. A file is rewritten in place, so it keeps the mode and owner ufw gave it.
+    """
+    with open(os.path.join(directory, "state.json")) as fh:
+        state = json.load(fh)
+    if not state["was_active"]:
+        rc, out, err = run([ufw_binary, "--force", "disable"])
+        if rc != 0:
+            raise ApplyError("'ufw --force disable' after restoring the rules failed: %s" % (err or out).strip())
+    for path in BACKED_UP:
+        saved = os.path.join(directory, os.path.basename(path))
+        if os.path.exists(saved):
+            with open(saved, "rb") as src:
+                data = src.read()
+            with open(path, "wb") as dst:
+                dst.write(data)
+    if state["was_active"]:
+        rc, out, err = run([ufw_binary, "reload"])
+        if rc != 0:
+            raise ApplyError("'ufw reload' after restoring the rules failed: %s" % (err or out).strip())
 
 
 def _subprocess_run(argv):
-    proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False)
+    env = dict(os.environ)
+    env.update(UFW_CHILD_ENV)
+    proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, check=False)
     return proc.returncode, proc.stdout.decode("utf-8", "replace"), proc.stderr.decode("utf-8", "replace")
 
 
-def arm_rollback(directory, seconds, ufw_binary):
-    """Commit-confirmed: unless ``<directory>/armed`` is removed within ``seconds``, a
-    detached process restores the backed-up rules. Re-arming moves the deadline."""
-    armed = os.path.join(directory, "armed")
-    with open(armed, "w") as fh:
-        fh.write("%f\n" % (time.time() + seconds))
-    pidfile = os.path.join(directory, "watcher.pid")
-    if os.path.exists(pidfile):
-        try:
-            with open(pidfile) as fh:
-                os.kill(int(fh.read().strip()), 0)
-            return armed  # a watcher already runs for this group and reads the new deadline
-        except (OSError, ValueError):
-            pass
+# --------------------------------------------------------------------------- the rollback
+
+def _quote(text):
+    return "'" + text.replace("'", "'\"'\"'") + "'"
+
+
+def rollback_script(directory, ufw_binary, was_active):
+    """The restore that runs without this module: from the transient systemd timer (``now``) and
+    from ufw's boot hook (``boot``, before ufw-init loads the rules, so it loads the restored ones).
+
+    At a ``boot`` of the same kernel boot, a live watcher (its flock on watcher.lock) or a pending
+    timer still guards the change: ufw was only restarted (``ufw enable``, ``ufw reload``), and
+    nothing is done.
+    """
+    then = ('"$ufw" reload' if was_active else '"$ufw" --force disable')
+    return "\n".join([
+        "#!/bin/sh",
+        "# sipguard.firewall ufw_port: restore UFW's files from before an unconfirmed change.",
+        "dir=%s" % _quote(directory),
+        "ufw=%s" % _quote(ufw_binary),
+        'mode="${1:-now}"',
+        '[ -f "$dir/armed" ] || exit 0',
+        'if [ "$mode" = boot ] && [ "$(cat %s 2>/dev/null)" = "$(cat "$dir/boot_id" 2>/dev/null)" ]; then' % BOOT_ID,
+        '    [ -f "$dir/timer" ] && exit 0',
+        '    flock -n "$dir/watcher.lock" true 2>/dev/null || exit 0',
+        "fi",
+        "for f in user.rules user6.rules ufw.conf; do",
+        '    if [ -f "$dir/$f" ]; then cat "$dir/$f" > "%s/$f" || exit 1; fi' % UFW_DIR,
+        "done",
+        'rm -f "$dir/armed"',
+        'outcome=restored',
+        'by=timer; [ "$mode" = boot ] && by=boot',
+        'if [ "$mode" = now ]; then',
+        "    %s >/dev/null 2>&1 || outcome='restored the files; %s failed'" % (then, then.replace('"$ufw"', "ufw")),
+        "fi",
+        'printf \'{"time": %s, "by": "%s", "outcome": "%s"}\\n\' "$(date +%s)" "$by" "$outcome" > "$dir/rolled-back"',
+        'chmod 600 "$dir/rolled-back"',
+        "",
+    ])
+
+
+def boot_hook(groups):
+    """/etc/ufw/before.init while changes are unconfirmed: ufw-init runs it (``start``) before it
+    loads the rules, at boot before the network comes up; it chains to the admin's own hook."""
+    lines = ["#!/bin/sh",
+             "# Installed by sipguard.firewall ufw_port while a change is unconfirmed; the original is",
+             "# %s and comes back when the change is confirmed or rolled back." % BOOT_HOOK_ORIG,
+             "%s %s" % (_HOOK_MARK, " ".join(groups)),
+             'if [ "$1" = start ]; then']
+    lines += ["    /bin/sh %s boot" % _quote(os.path.join(d, "rollback.sh")) for d in groups]
+    lines += ["fi",
+              'if [ -x %s ]; then exec %s "$@"; fi' % (_quote(BOOT_HOOK_ORIG), _quote(BOOT_HOOK_ORIG)),
+              "exit 0", ""]
+    return "\n".join(lines)
+
+
+def _hook_groups():
+    """Groups the installed boot hook guards; None when before.init is not ours."""
+    for line in (_read(BOOT_HOOK) or "").splitlines():
+        if line.startswith(_HOOK_MARK):
+            return line[len(_HOOK_MARK):].split()
+    return None
+
+
+def install_boot_hook(directory):
+    groups = _hook_groups()
+    if groups is None:
+        if os.path.exists(BOOT_HOOK) or os.path.islink(BOOT_HOOK):
+            os.rename(BOOT_HOOK, BOOT_HOOK_ORIG)
+        groups = []
+    if directory not in groups:
+        groups.append(directory)
+    atomic_write(BOOT_HOOK, boot_hook(groups), 0o755, (0, 0))
+
+
+def remove_boot_hook(directory):
+    """Take ``directory`` (and every group no longer armed) out of the boot hook; the admin's
+    before.init is back once no change is pending."""
+    installed = _hook_groups()
+    if installed is None:
+        return
+    groups = [g for g in installed if g != directory and os.path.exists(os.path.join(g, "armed"))]
+    if groups == installed:
+        return
+    if groups:
+        atomic_write(BOOT_HOOK, boot_hook(groups), 0o755, (0, 0))
+    elif os.path.exists(BOOT_HOOK_ORIG) or os.path.islink(BOOT_HOOK_ORIG):
+        os.rename(BOOT_HOOK_ORIG, BOOT_HOOK)
+    else:
+        os.remove(BOOT_HOOK)
+
+
+def watcher_alive(directory):
+    """Whether a watcher guards this group: it holds an flock on watcher.lock for as long as it
+    runs (a lock dies with its process, unlike a pid file whose pid can be reused)."""
+    path = os.path.join(directory, "watcher.lock")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except (IOError, OSError):
+        return True
+    finally:
+        os.close(fd)  # also releases the lock when it was ours for a moment
+    return False
+
+
+def systemd_usable():
+    """A transient timer restores only when it runs where this module runs: systemd is PID 1 and
+    this process shares PID 1's network and mount namespaces (not in a container or netns lab)."""
+    if not os.path.isdir("/run/systemd/system"):
+        return False
+    try:
+        return all(os.readlink("/proc/self/ns/%s" % ns) == os.readlink("/proc/1/ns/%s" % ns) for ns in ("net", "mnt"))
+    except OSError:
+        return False
+
+
+def timer_unit(directory):
+    return "sipguard-rollback-%s" % os.path.basename(directory).replace("_", "-")
+
+
+def systemd_run_argv(systemd_run, directory, seconds):
+    """A transient timer outside the SSH session's scope, so ending the session does not cancel it."""
+    return [systemd_run, "--unit", timer_unit(directory), "--on-active=%ds" % max(1, int(seconds)),
+            "--timer-property=AccuracySec=1s", "--collect", "--quiet",
+            "/bin/sh", os.path.join(directory, "rollback.sh"), "now"]
+
+
+def _spawn_watcher(directory, armed, ufw_binary):
+    """A detached process (own session, re-parented to init) that restores at the deadline."""
     pid = os.fork()
     if pid:
         os.waitpid(pid, 0)
-        return armed
-    # First child: new session, then fork again so the watcher is not a child of the module.
+        return
     try:
         os.setsid()
         if os.fork():
@@ -298,31 +411,200 @@ def arm_rollback(directory, seconds, ufw_binary):
         devnull = os.open(os.devnull, os.O_RDWR)
         for fd in (0, 1, 2):
             os.dup2(devnull, fd)
-        with open(pidfile, "w") as fh:
-            fh.write(str(os.getpid()))
+        lock = os.open(os.path.join(directory, "watcher.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(lock, fcntl.LOCK_EX)  # held until this process ends: watcher_alive() sees it
         _watch(directory, armed, ufw_binary)
     finally:
         os._exit(0)
 
 
+def _deadline(armed):
+    try:
+        with open(armed) as fh:
+            return float(fh.read().strip())
+    except (IOError, OSError, ValueError):
+        return None
+
+
 def _watch(directory, armed, ufw_binary):
     while True:
-        try:
-            with open(armed) as fh:
-                deadline = float(fh.read().strip())
-        except (IOError, OSError, ValueError):
-            return  # confirmed: the armed file is gone
+        deadline = _deadline(armed)
+        if deadline is None:
+            remove_boot_hook(directory)  # confirmed: the armed file is gone
+            return
         if time.time() >= deadline:
             break
         time.sleep(0.25)
+    while True:
+        try:
+            lock = UfwLock().__enter__()
+            break
+        except ApplyError:  # a ufw command (or a change) holds ufw's lock: wait for it, never give up
+            time.sleep(1)
+    with lock:
+        if _deadline(armed) is None:  # confirmed while we waited for the lock
+            remove_boot_hook(directory)
+            return
+        try:
+            restore(directory, ufw_binary, _subprocess_run)
+            outcome = "restored"
+        except Exception as exc:  # pylint: disable=broad-except  # nobody to report to but the record
+            outcome = "restore failed: %s" % exc
+        record_rollback(directory, "watcher", outcome)
+        try:
+            os.remove(armed)
+        except OSError:
+            pass
+        remove_boot_hook(directory)
+
+
+def record_rollback(directory, by, outcome):
+    _write_private(os.path.join(directory, "rolled-back"),
+                   json.dumps({"time": time.time(), "by": by, "outcome": outcome}).encode("utf-8"))
+
+
+def arm_rollback(directory, seconds, ufw_binary, run=None, was_active=True):
+    """Commit-confirmed: unless ``<directory>/armed`` is removed within ``seconds``, the backed-up
+    rules come back. Armed before the change is made; re-arming moves the deadline.
+
+    Three things guard the change: a transient systemd timer where systemd runs this host (else a
+    detached watcher), and ufw's boot hook for a reboot before either fired.
+    """
+    armed = os.path.join(directory, "armed")
+    script = os.path.join(directory, "rollback.sh")
+    _write_private(script, rollback_script(directory, ufw_binary, was_active).encode("utf-8"))
+    os.chmod(script, 0o700)
+    _write_private(armed, ("%f\n" % (time.time() + seconds)).encode("ascii"))
+    install_boot_hook(directory)
+    systemd_run = run is not None and systemd_usable() and shutil.which("systemd-run")
+    if systemd_run:
+        if os.path.exists(os.path.join(directory, "timer")):
+            run(["systemctl", "stop", timer_unit(directory) + ".timer"])  # re-armed: the new deadline counts
+        rc, out, err = run(systemd_run_argv(systemd_run, directory, seconds))
+        if rc == 0:
+            _write_private(os.path.join(directory, "timer"), timer_unit(directory).encode("ascii"))
+            return armed
+        # no usable systemd after all (no bus in a container): the watcher does it
+        del out, err
+    if not watcher_alive(directory):
+        _spawn_watcher(directory, armed, ufw_binary)
+    return armed
+
+
+def disarm_rollback(directory, run=None):
+    """The change was undone here and now: nothing is left to roll back."""
     try:
-        restore(directory, ufw_binary, _subprocess_run)
-        outcome = "restored"
-    except Exception as exc:  # the watcher has nobody to report to but this file
-        outcome = "restore failed: %s" % exc
-    with open(os.path.join(directory, "rolled-back"), "w") as fh:
-        fh.write("%s at %s\n" % (outcome, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())))
-    try:
-        os.remove(armed)
+        os.remove(os.path.join(directory, "armed"))
     except OSError:
         pass
+    if run is not None and os.path.exists(os.path.join(directory, "timer")):
+        run(["systemctl", "stop", timer_unit(directory) + ".timer"])
+    remove_boot_hook(directory)
+
+
+def past_rollbacks(root=BACKUP_ROOT):
+    """Rollbacks that happened on this host's UFW, oldest first: [{id, time, at, by, outcome}]."""
+    found = []
+    here = _ufw_dir_id()
+    for name in sorted(os.listdir(root)) if os.path.isdir(root) else []:
+        directory = os.path.join(root, name)
+        text = _read(os.path.join(directory, "rolled-back"))
+        if text is None:
+            continue
+        try:
+            state = json.loads(_read(os.path.join(directory, "state.json")) or "{}")
+            record = json.loads(text)
+            when = float(record["time"])
+        except (ValueError, KeyError, TypeError):
+            continue
+        if state.get("ufw_dir") not in (None, here):
+            continue  # another UFW configuration's (another lab host)
+        found.append({"id": name, "time": when, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when)),
+                      "by": record.get("by"), "outcome": record.get("outcome")})
+    return sorted(found, key=lambda r: r["time"])
+
+
+def apply_commands(module, ufw_binary, commands):
+    """Run the planned ufw commands in order; raise ApplyError at the first that fails."""
+    done = []
+    for argv in commands:
+        rc, out, err = module.run_command([ufw_binary] + list(argv), environ_update=UFW_CHILD_ENV)
+        if rc != 0:
+            raise ApplyError("'ufw %s' failed (rc=%d): %s" % (" ".join(argv), rc, (err or out).strip()))
+        done.append(argv)
+    return done
+
+
+def apply_files(module, ufw_binary, files, reload_families, enable):
+    """Make the change the way ufw makes a rule change, in one step per family (the caller holds ufw's lock).
+
+    ``files`` is ``{family: new user rules text}``. Each file is replaced atomically; then, when
+    UFW is active, each family in ``reload_families`` loads its file with ``iptables-restore -n``
+    -- what ufw's ``_reload_user_rules`` runs after every rule change, but as one transaction (the
+    user chains are flushed and refilled atomically). An inactive UFW is then enabled with
+    ``ufw --force enable``. Raises ApplyError (or OSError) on the first failure.
+    """
+    for family in sorted(files):
+        st = os.stat(USER_RULES[family])  # the new file keeps the mode and owner ufw gave it
+        atomic_write(USER_RULES[family], files[family], st.st_mode & 0o7777, (st.st_uid, st.st_gid))
+    for family in sorted(reload_families):
+        binary = module.get_bin_path(RESTORE[family], opt_dirs=["/usr/sbin", "/sbin"])
+        if binary is None:
+            raise ApplyError("%s not found" % RESTORE[family])
+        rc, out, err = module.run_command([binary, "-n"], data=files[family], binary_data=True,
+                                          environ_update={"LC_ALL": "C"})
+        if rc != 0:
+            raise ApplyError("'%s -n %s' failed (rc=%d): %s"
+                             % (RESTORE[family], USER_RULES[family], rc, (err or out).strip()))
+    if enable:
+        rc, out, err = module.run_command([ufw_binary, "--force", "enable"], environ_update=UFW_CHILD_ENV)
+        if rc != 0:
+            raise ApplyError("'ufw --force enable' failed (rc=%d): %s" % (rc, (err or out).strip()))
+
+
+class HostRunner(object):
+    """The host edge of one change (ufw_change.run_change): every step that reads or changes the
+    host, through the module's run_command. Tests give run_change another runner."""
+
+    def __init__(self, module):
+        self.module = module
+        self.ufw = module.get_bin_path("ufw")
+
+    def _run(self, argv):
+        return self.module.run_command(argv, environ_update=UFW_CHILD_ENV)
+
+    def lock(self):
+        return UfwLock()
+
+    def gather(self, commands=None, previous=None):
+        raw = gather(self.module, commands=commands, previous=previous)
+        self.ufw = raw["ufw_binary"]
+        return raw
+
+    def ssh_ports(self, read_config=True, listeners=None, named=()):
+        """The SshGuard (ports and where each was found): ``listeners`` is the ``ss`` output already read."""
+        return read_ssh_ports(self.module, listeners, named, read_config=read_config)
+
+    def rollbacks(self):
+        return past_rollbacks()
+
+    def tidy(self):
+        remove_boot_hook(None)
+
+    def backup(self, group, was_active):
+        return backup(group, was_active, self.ufw)
+
+    def arm(self, directory, seconds, was_active):
+        return arm_rollback(directory, seconds, self.ufw, self._run, was_active)
+
+    def apply_files(self, files, reload_families, enable):
+        apply_files(self.module, self.ufw, files, reload_families, enable)
+
+    def apply_commands(self, commands):
+        apply_commands(self.module, self.ufw, commands)
+
+    def restore(self, directory):
+        restore(directory, self.ufw, self._run)
+
+    def disarm(self, directory):
+        disarm_rollback(directory, self._run)

@@ -666,79 +666,131 @@ def _ok(raw, key):
 
 
 def _user_rules(user_text, family, caveats):
-    """The UFW rules of one family's user rules file; a file whose iptables lines cannot be read
-    still gives its rules (from the tuples), with a caveat, and is not used to number verdicts:
-    the verdict comes from the live rule set, which the kernel did load."""
+    """(rules, user chain rules) of one family's user rules file. A file whose iptables lines cannot
+    be read still gives its rules (from the tuples), with a caveat, and is not used to number
+    verdicts (``user_text[family]`` becomes None): the verdict comes from the live rule set, which
+    the kernel did load."""
     path = FILES["user_rules" if family == 4 else "user6_rules"]
     text = user_text[family] or ""
     try:
-        return parse_user_rules(text, family == 6, source=path)[0]
+        return parse_user_rules(text, family == 6, source=path)
     except NetfilterParseError as exc:
         caveats.append("%s; IPv%d verdicts do not name UFW rule numbers" % (exc, family))
         user_text[family] = None
         tuples = "\n".join(line for line in text.splitlines() if line.startswith("### tuple ###"))
-        return parse_user_rules(tuples, family == 6)[0]
+        return parse_user_rules(tuples, family == 6)[0], []
+
+
+class UfwHost(object):
+    """One host as read by ``ufw_host.gather``: UFW's configuration and rules, the live netfilter
+    rule sets of every backend, addresses, routes and listeners, each parsed once.
+
+    ``ufw_info`` reports from it and ``ufw_port`` plans on it, so both see the same host: a
+    command that failed (non-zero exit) counts as no output for both (a caveat says so).
+    """
+
+    def __init__(self, raw):
+        files = raw.get("files") or {}
+        self.raw = raw
+        self.caveats = list(raw.get("caveats") or [])
+        self.installed = bool(raw.get("ufw_binary")) and files.get("ufw_conf") is not None
+        self.conf = parse_shell_vars(files.get("ufw_conf"))
+        self.defaults, self.ipv6 = parse_defaults(files.get("default_ufw") or "")
+        self.default_vars = parse_shell_vars(files.get("default_ufw"))
+        # For numbering verdicts: None when missing or unreadable (see _user_rules).
+        self.numbering_text = {4: files.get("user_rules"), 6: files.get("user6_rules")}
+        rules4, chain4 = _user_rules(self.numbering_text, 4, self.caveats)
+        rules6, chain6 = _user_rules(self.numbering_text, 6, self.caveats)
+        self.user_text = {4: files.get("user_rules") or "", 6: files.get("user6_rules") or ""}
+        self.rule_files = {4: (files.get("before_rules") or "", files.get("after_rules") or ""),
+                           6: (files.get("before6_rules") or "", files.get("after6_rules") or "")}
+        self.rules = number_rules(rules4, rules6) if self.installed else []
+        # {family: {tuple: [argument lists ufw wrote into the user chain for it]}}
+        self.user_args = {4: {}, 6: {}}
+        for family, chain in ((4, chain4), (6, chain6)):
+            for rule in chain:
+                self.user_args[family].setdefault(rule.tuple, []).append(rule.args)
+        self.profiles = parse_app_profiles(raw.get("applications") or {}) if self.installed else {}
+        self.live_text = {}
+        for family, key in ((4, "iptables_save"), (6, "ip6tables_save")):
+            self.live_text[family] = _ok(raw, key)
+            if self.live_text[family] is None:
+                self.caveats.append("%s failed or is missing: IPv%d verdicts assume no netfilter rules" % (
+                    COMMANDS[key][0], family))
+                self.live_text[family] = ""
+        self.live = dict((family, parse_iptables_save(self.live_text[family], source=COMMANDS[key][0]))
+                         for family, key in ((4, "iptables_save"), (6, "ip6tables_save")))
+        self.active = USER_CHAINS[4] in self.live[4].get("filter", {})
+        addresses = parse_addresses(_ok(raw, "ip_addr") or "")
+        self.addresses = {4: [a for _d, a in addresses if ":" not in a], 6: [a for _d, a in addresses if ":" in a]}
+        self.routes = {4: parse_routes(_ok(raw, "ip_route") or ""), 6: parse_routes(_ok(raw, "ip6_route") or "")}
+        self.forwarding = {4: (files.get("ip_forward") or "0").strip() == "1",
+                           6: (files.get("ip6_forward") or "0").strip() == "1"}
+        self.listeners = parse_listeners(_ok(raw, "ss") or "")
+        self._read_backends(raw)
+
+    def _read_backends(self, raw):
+        """The other backends the kernel runs beside iptables-nft (iptables-legacy, native nftables)."""
+        self.variant = nf_backends.iptables_variant(self.live_text[4] or self.live_text[6])
+        ruleset = None
+        nft_text = _ok(raw, "nft_ruleset")
+        if nft_text is not None:
+            try:
+                ruleset = parse_ruleset(nft_text)
+            except NftParseError as exc:
+                self.caveats.append("%s: native nftables tables are not evaluated" % exc)
+        elif ((raw.get("commands") or {}).get("nft_ruleset") or {}).get("rc") not in (None, 0):
+            self.caveats.append("nft -j list ruleset failed (%s): native nftables tables are not evaluated"
+                                % ((raw["commands"]["nft_ruleset"].get("err") or "").strip() or "no message"))
+        owned = nf_backends.owned_by_iptables_nft(self.live_text[4], self.live_text[6]) \
+            if self.variant == nf_backends.IPTABLES_NFT else set()
+        self.backends = {}
+        for family in (4, 6):
+            self.backends[family] = nf_backends.collect(
+                family, self.variant, _ok(raw, "iptables_legacy_save" if family == 4 else "ip6tables_legacy_save"),
+                ruleset, owned)
+
+    def net(self, family, tables=None, user_map=None, ufw_active=None):
+        """The HostNet of ``family`` with every backend; ``tables``/``user_map``/``ufw_active`` replace
+        the live ones (the planner's simulated rule sets)."""
+        if tables is None:
+            net = build_host_net(family, self.live_text[family], self.addresses[family], self.routes[family],
+                                 self.forwarding[family], self.numbering_text[family], self.rules, self.active,
+                                 self.ipv6, tables=self.live[family])
+        else:
+            net = HostNet(tables, self.addresses[family], self.routes[family], self.forwarding[family], user_map,
+                          ufw_active, self.ipv6)
+        net.backend = self.variant
+        return add_backends(net, self.backends[family])
 
 
 def inspect_host(raw, port_specs, restricted_prefix=None):
-    """Turn what a host gave us (command outputs and files, see COMMANDS/FILES) into the
-    ``ufw_info`` result: ``ufw``, ``listeners``, ``exposure``, ``exposed``, ``caveats``.
+    """Turn what a host gave us (command outputs and files, see COMMANDS/FILES, or the UfwHost
+    parsed from them) into the ``ufw_info`` result: ``ufw``, ``listeners``, ``exposure``,
+    ``exposed``, ``backends``, ``caveats``.
 
     ``restricted_prefix`` ({"ipv4": 8, "ipv6": 32}) is how wide a source restriction may be and
     still count as ``restricted``."""
-    files = raw.get("files") or {}
-    caveats = []
-    conf = parse_shell_vars(files.get("ufw_conf"))
-    installed = bool(raw.get("ufw_binary")) and files.get("ufw_conf") is not None
-    defaults, ipv6 = parse_defaults(files.get("default_ufw") or "")
-    caveats.extend(raw.get("caveats") or [])
-    user_text = {4: files.get("user_rules"), 6: files.get("user6_rules")}
-    rules4 = _user_rules(user_text, 4, caveats)
-    rules6 = _user_rules(user_text, 6, caveats)
-    rules = number_rules(rules4, rules6) if installed else []
-    profiles = parse_app_profiles(raw.get("applications") or {}) if installed else {}
-
-    ipt = {4: _ok(raw, "iptables_save"), 6: _ok(raw, "ip6tables_save")}
-    for family, key in ((4, "iptables_save"), (6, "ip6tables_save")):
-        if ipt[family] is None:
-            caveats.append("%s failed or is missing: IPv%d verdicts assume no netfilter rules" % (
-                COMMANDS[key][0], family))
-    live = dict((family, parse_iptables_save(ipt[family] or "", source=COMMANDS[key][0]))
-                for family, key in ((4, "iptables_save"), (6, "ip6tables_save")))
-    active = USER_CHAINS[4] in live[4].get("filter", {})
-    variant = nf_backends.iptables_variant(ipt[4] or ipt[6])
-    ruleset = None
-    nft_text = _ok(raw, "nft_ruleset")
-    if nft_text is not None:
-        try:
-            ruleset = parse_ruleset(nft_text)
-        except NftParseError as exc:
-            caveats.append("%s: native nftables tables are not evaluated" % exc)
-    elif ((raw.get("commands") or {}).get("nft_ruleset") or {}).get("rc") not in (None, 0):
-        caveats.append("nft -j list ruleset failed (%s): native nftables tables are not evaluated"
-                       % ((raw["commands"]["nft_ruleset"].get("err") or "").strip() or "no message"))
-    owned = nf_backends.owned_by_iptables_nft(ipt[4], ipt[6]) if variant == nf_backends.IPTABLES_NFT else set()
+    host = raw if isinstance(raw, UfwHost) else UfwHost(raw)
+    caveats = list(host.caveats)
+    conf = host.conf
+    installed = host.installed
+    defaults, ipv6 = host.defaults, host.ipv6
+    rules = host.rules
+    profiles = host.profiles
+    active = host.active
     summary = {}
-    addresses = parse_addresses(_ok(raw, "ip_addr") or "")
     nets = {}
     for family in (4, 6):
-        fam_addrs = [a for _d, a in addresses if (":" in a) == (family == 6)]
-        routes = parse_routes(_ok(raw, "ip_route" if family == 4 else "ip6_route") or "")
-        forwarding = (files.get("ip_forward" if family == 4 else "ip6_forward") or "0").strip() == "1"
-        nets[family] = build_host_net(family, ipt[family], fam_addrs, routes, forwarding,
-                                      user_text[family], rules, active, ipv6, tables=live[family])
-        nets[family].backend = variant
-        found = nf_backends.collect(family, variant,
-                                    _ok(raw, "iptables_legacy_save" if family == 4 else "ip6tables_legacy_save"),
-                                    ruleset, owned)
-        add_backends(nets[family], found)
+        nets[family] = host.net(family)
+        found = host.backends[family]
         for table, chains in nets[family].tables.items():
             if not nf_backends.backend_of(table):
-                found.note(variant, "%s %s" % ("ip" if family == 4 else "ip6", table),
+                found.note(host.variant, "%s %s" % ("ip" if family == 4 else "ip6", table),
                            nf_backends.rule_count({table: chains}))
         for name, counts in found.summary.items():
             summary.setdefault(name, {}).update(counts)  # an inet table is seen by both families: once
-    listeners = parse_listeners(_ok(raw, "ss") or "")
+    listeners = host.listeners
     exposure = []
     for spec in port_specs:
         item = {"port": spec.port, "proto": spec.proto}

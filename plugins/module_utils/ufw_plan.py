@@ -22,21 +22,17 @@ import ipaddress
 from ansible_collections.sipguard.firewall.plugins.module_utils.netfilter import (
     Chain,
     Rule,
-    parse_addresses,
     parse_iptables_save,
-    parse_routes,
 )
 from ansible_collections.sipguard.firewall.plugins.module_utils.ports import PortSpecError, parse_specs
 from ansible_collections.sipguard.firewall.plugins.module_utils.ufw_model import (
     USER_CHAINS,
-    HostNet,
+    UfwHost,
     UfwRule,
     evaluate_port,
     number_rules,
-    parse_defaults,
     restricted_limits,
     too_wide,
-    parse_shell_vars,
     parse_user_rules,
 )
 
@@ -294,38 +290,8 @@ def render_rules(rules):
     return _rules_text([r.to_dict() if isinstance(r, UfwRule) else r for r in rules])
 
 
-class HostState(object):
-    """The host as ufw_port sees it: files, live netfilter, addresses; built from the raw gather."""
-
-    def __init__(self, raw):
-        files = raw.get("files") or {}
-        self.raw = raw
-        self.installed = bool(raw.get("ufw_binary")) and files.get("ufw_conf") is not None
-        self.conf = parse_shell_vars(files.get("ufw_conf"))
-        self.defaults, self.ipv6 = parse_defaults(files.get("default_ufw") or "")
-        self.default_vars = parse_shell_vars(files.get("default_ufw"))
-        self.user_text = {4: files.get("user_rules") or "", 6: files.get("user6_rules") or ""}
-        self.rule_files = {4: (files.get("before_rules") or "", files.get("after_rules") or ""),
-                           6: (files.get("before6_rules") or "", files.get("after6_rules") or "")}
-        rules4, chain4 = parse_user_rules(self.user_text[4], False)
-        rules6, chain6 = parse_user_rules(self.user_text[6], True)
-        self.rules = number_rules(rules4, rules6)
-        # {family: {tuple: [argument lists ufw wrote into the user chain for it]}}
-        self.user_args = {4: {}, 6: {}}
-        for family, chain in ((4, chain4), (6, chain6)):
-            for rule in chain:
-                self.user_args[family].setdefault(rule.tuple, []).append(rule.args)
-        cmds = raw.get("commands") or {}
-        self.live_text = {4: (cmds.get("iptables_save") or {}).get("out") or "",
-                          6: (cmds.get("ip6tables_save") or {}).get("out") or ""}
-        live4 = parse_iptables_save(self.live_text[4])
-        self.active = USER_CHAINS[4] in live4.get("filter", {})
-        addresses = parse_addresses((cmds.get("ip_addr") or {}).get("out") or "")
-        self.addresses = {4: [a for _d, a in addresses if ":" not in a], 6: [a for _d, a in addresses if ":" in a]}
-        self.routes = {4: parse_routes((cmds.get("ip_route") or {}).get("out") or ""),
-                       6: parse_routes((cmds.get("ip6_route") or {}).get("out") or "")}
-        self.forwarding = {4: (files.get("ip_forward") or "0").strip() == "1",
-                           6: (files.get("ip6_forward") or "0").strip() == "1"}
+# The host ufw_port plans on is the one ufw_info reports from (ufw_model.UfwHost); the old name stays.
+HostState = UfwHost
 
 
 def _simulate(host, family, tuples, extra_lines, will_be_active):
@@ -347,9 +313,8 @@ def _simulate(host, family, tuples, extra_lines, will_be_active):
     if will_be_active or host.active:
         filt[USER_CHAINS[family]] = user
     user_map = dict((i + 1, r) for i, r in enumerate(index_map))
-    managed_v6 = host.ipv6
-    return HostNet(tables, host.addresses[family], host.routes[family], host.forwarding[family], user_map,
-                   will_be_active or host.active, managed_v6)
+    # The other backends (iptables-legacy, native nftables) run beside UFW's rules whatever ufw does.
+    return host.net(family, tables=tables, user_map=user_map, ufw_active=will_be_active or host.active)
 
 
 def _compose_ufw(tables, host, family):

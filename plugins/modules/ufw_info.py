@@ -277,6 +277,33 @@ backends:
   sample:
     - {"name": "iptables-nft", "tables": ["ip filter", "ip6 filter"], "rules": 176}
     - {"name": "nftables", "tables": ["inet sg-guard"], "rules": 2}
+rollbacks:
+  description:
+    - Commit-confirmed rollbacks of M(sipguard.firewall.ufw_port) that happened on this host (a change that was
+      not confirmed in time, or found unconfirmed when UFW started at boot), oldest first.
+    - Kept until a run with the same O(sipguard.firewall.ufw_port#module:rollback_id) starts.
+  returned: always
+  type: list
+  elements: dict
+  version_added: 1.2.0
+  contains:
+    id:
+      description: The rollback group (O(sipguard.firewall.ufw_port#module:rollback_id)).
+      type: str
+    time:
+      description: Unix time of the rollback.
+      type: float
+    at:
+      description: The same time, ISO 8601 UTC.
+      type: str
+    by:
+      description: What restored the rules, C(watcher) (detached process), C(timer) (systemd timer) or C(boot) (ufw's boot hook).
+      type: str
+    outcome:
+      description: C(restored), or what went wrong.
+      type: str
+  sample: [{"id": "close-2026-11-25", "time": 1795000000.0, "at": "2026-11-18T06:13:20Z", "by": "watcher",
+            "outcome": "restored"}]
 caveats:
   description: Things the verdict could not take into account (also given as warnings).
   returned: always
@@ -290,7 +317,7 @@ import os
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.sipguard.firewall.plugins.module_utils.ports import DEFAULT_PORTS, PortSpecError, parse_port_specs
-from ansible_collections.sipguard.firewall.plugins.module_utils.ufw_host import gather
+from ansible_collections.sipguard.firewall.plugins.module_utils.ufw_host import gather, past_rollbacks
 from ansible_collections.sipguard.firewall.plugins.module_utils.ufw_model import UfwModelError, inspect_host, restricted_limits
 from ansible_collections.sipguard.firewall.plugins.module_utils.netfilter import NetfilterParseError
 
@@ -317,6 +344,7 @@ def main():
         result = inspect_host(raw, specs, module.params["restricted_prefix"])
     except (UfwModelError, NetfilterParseError) as exc:
         module.fail_json(msg="cannot understand this host's firewall state: %s" % exc)
+    result["rollbacks"] = past_rollbacks()
     for caveat in result["caveats"]:
         module.warn(caveat)
     module.exit_json(changed=False, **result)

@@ -27,10 +27,24 @@ description:
     C(sshd -T) (C(Port) and the ports inside C(ListenAddress)), the TCP sockets sshd (or a systemd
     C(ssh.socket)) listens on, C(SSH_CONNECTION), and O(ssh_ports). When none is found, the module refuses
     to enable UFW until O(ssh_ports) names them.
+  - The change is one transaction under ufw's own lock (C(/run/ufw.lock), the lock every ufw command
+    takes) that reads the host, plans, backs up the rule files, arms the rollback, applies, reads the
+    host again and verifies. A ufw command that started earlier finishes first and is not overwritten. The
+    module's own ufw commands run while it holds the lock. ufw reads its rules before it takes the lock, so a
+    ufw command started while the change runs can still overwrite the change.
   - After applying, the host is read again and the verdict checked; if it differs from the plan,
-    the previous rules are restored and the module fails. Any failure restores the previous rules.
-  - With O(rollback_after), a detached process on the host restores the previous rules unless the
-    change is confirmed (the file returned as RV(rollback.armed) removed) in time.
+    the previous rules are restored and the module fails. Any failure after the backup restores the
+    previous rules, and the message says whether restoring worked.
+  - With O(rollback_after), the rollback is armed before the first change; unless the change is
+    confirmed (the file returned as RV(rollback.armed) removed) in time, the previous rules come back.
+    Where systemd is PID 1 of this host, a transient systemd timer (C(systemd-run), outside the SSH
+    session) restores them; elsewhere a detached watcher process does, whose liveness is an flock it
+    holds (not a pid file). UFW's boot hook C(/etc/ufw/before.init) restores an unconfirmed change
+    when ufw starts at boot, before the network comes up; an existing C(before.init) is kept as
+    C(before.init.sipguard-orig), chained to, and put back once no change is pending.
+  - Backups are kept in C(/var/lib/sipguard/rollback/<rollback_id>) (directory 0700, files 0600).
+    A rollback that happened is reported by the next run (RV(rollbacks), and by
+    M(sipguard.firewall.ufw_info)).
 author:
   - sipguard maintainers (@sipguard)
 extends_documentation_fragment:
@@ -117,6 +131,8 @@ options:
     description:
       - Seconds after which the previous rules are restored unless the change is confirmed by removing
         RV(rollback.armed). C(0) arms no rollback.
+      - The rollback is armed before the change is made, and survives the end of the SSH session and a
+        reboot (see the description).
     type: int
     default: 0
   rollback_id:
@@ -286,6 +302,32 @@ info:
   returned: always
   type: dict
   sample: {"exposed": false, "exposure": [], "listeners": [], "ufw": {}, "caveats": []}
+rollbacks:
+  description:
+    - Rollbacks that happened on this host before this run (a change not confirmed in time, or found
+      unconfirmed when ufw started at boot), oldest first; the same list as M(sipguard.firewall.ufw_info) returns.
+  returned: always
+  type: list
+  elements: dict
+  version_added: 1.2.0
+  contains:
+    id:
+      description: The rollback group (O(rollback_id)).
+      type: str
+    time:
+      description: Unix time of the rollback.
+      type: float
+    at:
+      description: The same time, ISO 8601 UTC.
+      type: str
+    by:
+      description: C(watcher) (detached process), C(timer) (transient systemd timer) or C(boot) (ufw's boot hook).
+      type: str
+    outcome:
+      description: C(restored), or what went wrong.
+      type: str
+  sample: [{"id": "close-2026-11-25", "time": 1795000000.0, "at": "2026-11-18T06:13:20Z", "by": "boot",
+            "outcome": "restored"}]
 rollback:
   description: The commit-confirmed rollback, when armed.
   returned: always
@@ -304,48 +346,11 @@ rollback:
 """
 
 import os
-import time
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.sipguard.firewall.plugins.module_utils.netfilter import NetfilterParseError
-from ansible_collections.sipguard.firewall.plugins.module_utils.ufw_host import (
-    ApplyError,
-    apply_commands,
-    apply_files,
-    arm_rollback,
-    backup,
-    check_rollback_id,
-    gather,
-    restore,
-)
-from ansible_collections.sipguard.firewall.plugins.module_utils.ssh_guard import read_ssh_ports
-from ansible_collections.sipguard.firewall.plugins.module_utils.ports import PortSpec
-from ansible_collections.sipguard.firewall.plugins.module_utils.ufw_model import UfwModelError, inspect_host
-from ansible_collections.sipguard.firewall.plugins.module_utils.ufw_plan import (
-    HostState,
-    PlanError,
-    check_request,
-    check_ssh_ports,
-    parse_targets,
-    plan_close,
-    render_rules,
-)
-
-
-def _states(verdicts):
-    return dict((k, v["state"]) for k, v in verdicts.items())
-
-
-def _inspect(raw, specs, restricted_prefix=None):
-    """ufw_info's view of ``raw`` without the catalogue of application profiles (the verdicts
-    already name the profile that decided), or None when it cannot be read (the failure says why)."""
-    try:
-        info = inspect_host(raw, specs, restricted_prefix)
-    except (UfwModelError, NetfilterParseError):
-        return None
-    info["ufw"].pop("app_profiles", None)
-    return info
+from ansible_collections.sipguard.firewall.plugins.module_utils.ufw_change import ChangeFailed, ChangeRequest, run_change
+from ansible_collections.sipguard.firewall.plugins.module_utils.ufw_host import HostRunner
 
 
 def main():
@@ -371,103 +376,13 @@ def main():
         required_one_of=[("port", "ports")],
         supports_check_mode=True,
     )
-    p = module.params
     try:
-        targets = parse_targets(p["ports"]) if p["ports"] is not None else [(p["port"], p["proto"])]
-        for port, proto in targets:
-            check_request(port, proto, p["state"], p["allow_from"], p["method"], p["families"], p["restricted_prefix"])
-        check_ssh_ports(p["ssh_ports"])
-        check_rollback_id(p["rollback_id"])
-        if p["rollback_after"] < 0:
-            raise PlanError("rollback_after: %d is negative; give seconds (0 = no rollback)" % p["rollback_after"])
-    except (PlanError, ApplyError, UfwModelError) as exc:
-        module.fail_json(msg=str(exc))
-    if os.geteuid() != 0:
-        module.fail_json(msg="ufw_port changes the firewall and needs root: run it with become: true")
-
-    raw = gather(module)
-    specs = [PortSpec(port, p) for port, proto in targets for p in (("udp", "tcp") if proto == "any" else (proto,))]
-
-    def plan_for(state, ssh):
-        return plan_close(state, targets, p["state"], p["allow_from"], p["method"], p["families"],
-                          p["enable_ufw"], ssh, p["lockout_guard"], p["restricted_prefix"])
-
-    ss = raw["commands"].get("ss") or {}
-    listeners = ss.get("out") if ss.get("rc") == 0 else None
-    guard = read_ssh_ports(module, listeners, p["ssh_ports"], read_config=False)
-    ports = guard.ports
-    try:
-        host = HostState(raw)
-        try:
-            plan = plan_for(host, ports)
-        except PlanError:
-            plan = None
-        if plan is None or plan.changed:
-            # Only a change can lock SSH out: sshd's own ports (sshd -T) are read when there is one.
-            guard = read_ssh_ports(module, listeners, p["ssh_ports"])
-            ports = guard.ports
-            plan = plan_for(host, ports)
-    except (PlanError, UfwModelError, NetfilterParseError) as exc:
-        # Nothing was changed: the host as it is (with ufw_info's remediation) goes back with the refusal.
-        module.fail_json(msg=str(exc), ssh_ports=ports, ssh_port_sources=guard.sources(),
-                         info=_inspect(raw, specs, p["restricted_prefix"]))
-
-    applied_with = None
-    if plan.changed:
-        applied_with = "ufw" if p["apply"] == "ufw" or (p["apply"] == "auto" and plan.files is None) else "files"
-        if applied_with == "files" and plan.files is None:
-            module.fail_json(msg="apply=files: /etc/ufw/user.rules or user6.rules is not in the layout ufw writes "
-                                 "(edited by hand?), so it cannot be rewritten safely; use apply=ufw or auto",
-                             commands=plan.commands, info=_inspect(raw, specs, p["restricted_prefix"]))
-    result = dict(
-        changed=plan.changed,
-        applied_with=applied_with,
-        commands=plan.commands,
-        rules_before=plan.before,
-        rules_after=plan.after,
-        deleted=plan.deleted,
-        added=plan.added,
-        verdicts=dict(before=plan.verdicts_before, after=plan.verdicts_after),
-        enabled_ufw=plan.enable,
-        ssh_ports=ports,
-        ssh_port_sources=guard.sources(),
-        rollback=dict(id=p["rollback_id"], armed=None, deadline=None),
-        diff=dict(before=render_rules(plan.before), after=render_rules(plan.after)),
-        info=None,  # read below: once, after the change when there is one
-    )
-    if not plan.changed or module.check_mode:
-        result["info"] = _inspect(raw, specs, p["restricted_prefix"])
-        module.exit_json(**result)
-
-    ufw = raw["ufw_binary"]
-    group = p["rollback_id"] or "ufw_port-%d-%d" % (os.getpid(), int(time.time()))
-    directory = backup(group, host.active)
-    try:
-        if applied_with == "files":
-            reload_families = [f for f in plan.files if host.active and (f == 4 or host.ipv6)]
-            apply_files(module, ufw, plan.files, reload_families, plan.enable, directory)
-        else:
-            apply_commands(module, ufw, plan.commands, directory)
-        # A firewall change moves netfilter and the files only: listeners, addresses and routes stand.
-        raw_after = gather(module, commands=("iptables_save", "ip6tables_save"), previous=raw)
-        after = HostState(raw_after)
-        check = plan_for(after, ports)
-        if check.changed or _states(check.verdicts_before) != _states(plan.verdicts_after):
-            restore(directory, ufw, module.run_command)
-            result["info"] = _inspect(gather(module), specs, p["restricted_prefix"])
-            module.fail_json(msg="after applying, the host does not match the plan (still to do: %s; verdicts %s); "
-                                 "the previous rules were restored" % (check.commands,
-                                                                       _states(check.verdicts_before)), **result)
-        result["rules_after"] = check.before
-        result["info"] = _inspect(raw_after, specs, p["restricted_prefix"])
-        result["diff"]["after"] = render_rules(check.before)
-    except (ApplyError, PlanError, UfwModelError, NetfilterParseError, OSError) as exc:
-        # the rules as they are after the restore
-        result["info"] = _inspect(gather(module), specs, p["restricted_prefix"])
-        module.fail_json(msg=str(exc), **result)
-    if p["rollback_after"] > 0:
-        result["rollback"] = dict(id=group, armed=arm_rollback(directory, p["rollback_after"], ufw),
-                                  deadline=time.time() + p["rollback_after"])
+        request = ChangeRequest(module.params)
+        if os.geteuid() != 0:
+            module.fail_json(msg="ufw_port changes the firewall and needs root: run it with become: true")
+        result = run_change(HostRunner(module), request, check_mode=module.check_mode)
+    except ChangeFailed as exc:
+        module.fail_json(msg=exc.msg, **exc.result)
     module.exit_json(**result)
 
 

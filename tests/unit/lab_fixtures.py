@@ -17,9 +17,9 @@ LAB = os.path.join(HERE, "fixtures", "lab")
 SCENARIO = os.path.join(HERE, "..", "lab", "scenarios", "exposure.yml")
 
 
-def read(host, what, caveats=None):
+def read(host, what, caveats=None, directory=LAB):
     """The recorded text; a file that is not UTF-8 is decoded as ufw_info decodes it (with a caveat)."""
-    path = os.path.join(LAB, "%s__%s.txt" % (host, what))
+    path = os.path.join(directory, "%s__%s.txt" % (host, what))
     if not os.path.exists(path):
         return None
     with open(path, "rb") as fh:
@@ -31,15 +31,15 @@ def hosts():
     return sorted({os.path.basename(p).split("__")[0] for p in glob.glob(os.path.join(LAB, "*__*.txt"))})
 
 
-def raw(host, ufw_binary="/usr/sbin/ufw"):
+def raw(host, ufw_binary="/usr/sbin/ufw", directory=LAB):
     """The dict ufw_info's _gather() builds, from the recorded files of one lab host."""
     data = {"ufw_binary": ufw_binary, "commands": {}, "files": {}, "applications": {}, "caveats": []}
     for key in ufw_model.COMMANDS:
-        out = read(host, key)
+        out = read(host, key, directory=directory)
         data["commands"][key] = {"rc": 0 if out is not None else None, "out": out or "", "err": ""}
     for key in ufw_model.FILES:
-        data["files"][key] = read(host, key, data["caveats"])
-    for path in glob.glob(os.path.join(LAB, "%s__applications.d__*.txt" % host)):
+        data["files"][key] = read(host, key, data["caveats"], directory)
+    for path in glob.glob(os.path.join(directory, "%s__applications.d__*.txt" % host)):
         with open(path) as fh:
             data["applications"][path.rsplit("__", 1)[1][:-4]] = fh.read()
     return data

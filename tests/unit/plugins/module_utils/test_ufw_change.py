@@ -1,0 +1,253 @@
+"""ufw_change.run_change: every branch of the transaction, with a runner that fails at each step.
+
+The host is a real one recorded from the close lab (tests/unit/fixtures/change): ``c-txn`` before
+and after ``ufw_port ports=5060/udp`` (tests/lab/scenarios/close.yml).
+"""
+
+import contextlib
+import os
+
+import pytest
+
+from ansible_collections.sipguard.firewall.plugins.module_utils import ssh_guard, ufw_change
+from ansible_collections.sipguard.firewall.plugins.module_utils.ufw_host import ApplyError
+
+import lab_fixtures as lab
+
+CHANGE = os.path.join(lab.HERE, "fixtures", "change")
+BEFORE = lab.raw("c-txn-before", directory=CHANGE)
+AFTER = lab.raw("c-txn-after-close-5060-udp", directory=CHANGE)
+REQUEST = {"ports": ["5060/udp"], "rollback_after": 30, "rollback_id": "unit-test"}
+STEPS = ("lock", "gather", "backup", "arm", "apply", "reread", "restore", "disarm")
+
+
+class Boom(RuntimeError):
+    pass
+
+
+class FakeRunner(object):
+    """Records the steps; ``fail`` names the step that raises. The host is BEFORE until the change
+    is applied (then AFTER, or ``after`` when given) and BEFORE again once restored."""
+
+    def __init__(self, fail=(), after=AFTER, before=BEFORE):
+        self.fail = set([fail] if isinstance(fail, str) else fail)
+        self.calls = []
+        self.before = before
+        self.after = after
+        self.applied = False
+        self.locked = False
+
+    def _step(self, name):
+        self.calls.append(name)
+        if name in self.fail:
+            raise Boom("%s broke" % name)
+
+    @contextlib.contextmanager
+    def _lock(self):
+        self.locked = True
+        try:
+            yield
+        finally:
+            self.locked = False
+            self.calls.append("unlock")
+
+    def lock(self):
+        self._step("lock")
+        return self._lock()
+
+    def gather(self, commands=None, previous=None):
+        if commands is not None:
+            self._step("reread")
+            assert previous is not None and self.locked
+        else:
+            self._step("gather")
+        return self.after if self.applied else self.before
+
+    def ssh_ports(self, read_config=True, listeners=None, named=()):
+        self.calls.append("ssh_ports(%s)" % read_config)
+        guard = ssh_guard.SshGuard()
+        guard.add([22], "SSH_CONNECTION")
+        guard.add(named, "named")
+        return guard
+
+    def tidy(self):
+        self.calls.append("tidy")
+
+    def rollbacks(self):
+        return [{"id": "earlier", "time": 1.0, "at": "1970-01-01T00:00:01Z", "by": "boot", "outcome": "restored"}]
+
+    def backup(self, group, was_active):
+        self._step("backup")
+        assert self.locked and was_active is True
+        return "/var/lib/sipguard/rollback/" + group
+
+    def arm(self, directory, seconds, was_active):
+        self._step("arm")
+        assert not self.applied, "the rollback must be armed before the change"
+        return directory + "/armed"
+
+    def apply_files(self, files, reload_families, enable):
+        self.calls.append("apply")
+        assert self.locked
+        self.applied = True  # a failing apply may have changed part of the host
+        if "apply" in self.fail:
+            raise ApplyError("iptables-restore -n failed")
+
+    def apply_commands(self, commands):
+        self.apply_files(None, None, None)
+
+    def restore(self, directory):
+        self._step("restore")
+        self.applied = False
+
+    def disarm(self, directory):
+        self._step("disarm")
+
+
+def run(runner, check_mode=False, **changes):
+    params = dict(REQUEST, **changes)
+    return ufw_change.run_change(runner, ufw_change.ChangeRequest(params), check_mode=check_mode, now=lambda: 1000.0)
+
+
+def failure(runner, **changes):
+    with pytest.raises(ufw_change.ChangeFailed) as caught:
+        run(runner, **changes)
+    return caught.value
+
+
+def test_the_steps_run_in_order_under_the_lock_and_the_rollback_is_armed_first():
+    runner = FakeRunner()
+    result = run(runner)
+    assert runner.calls == ["lock", "tidy", "gather", "ssh_ports(False)", "ssh_ports(True)", "backup", "arm", "apply",
+                            "reread", "unlock"]
+    assert result["changed"] is True and result["applied_with"] == "files"
+    assert result["rollback"] == {"id": "unit-test", "armed": "/var/lib/sipguard/rollback/unit-test/armed",
+                                  "deadline": 1030.0}
+    assert result["rollbacks"][0]["by"] == "boot"
+    assert [e["ipv4"]["state"] for e in result["info"]["exposure"]] == ["blocked"]
+
+
+def test_without_rollback_after_nothing_is_armed():
+    runner = FakeRunner()
+    result = run(runner, rollback_after=0, rollback_id=None)
+    assert "arm" not in runner.calls and result["rollback"]["armed"] is None
+
+
+def test_apply_ufw_runs_the_commands():
+    runner = FakeRunner()
+    result = run(runner, apply="ufw")
+    assert result["applied_with"] == "ufw" and "apply" in runner.calls
+
+
+def test_check_mode_takes_no_lock_and_changes_nothing():
+    runner = FakeRunner()
+    result = run(runner, check_mode=True)
+    assert runner.calls == ["gather", "ssh_ports(False)", "ssh_ports(True)"]
+    assert result["changed"] is True and result["rollback"]["armed"] is None
+
+
+def test_nothing_to_do_backs_nothing_up():
+    runner = FakeRunner(before=AFTER)
+    result = run(runner)
+    assert result["changed"] is False
+    assert runner.calls == ["lock", "tidy", "gather", "ssh_ports(False)", "unlock"]
+
+
+def test_a_held_lock_fails_before_reading():
+    runner = FakeRunner(fail="lock")
+    exc = failure(runner)
+    assert exc.msg == "lock broke. Nothing was changed"
+    assert runner.calls == ["lock"]
+
+
+def test_an_unreadable_host_changes_nothing():
+    runner = FakeRunner(fail="gather")
+    exc = failure(runner)
+    assert exc.msg == "reading the host failed: gather broke. Nothing was changed"
+    assert runner.calls == ["lock", "tidy", "gather", "unlock"]
+
+
+def test_a_refused_plan_changes_nothing_and_returns_the_host():
+    runner = FakeRunner()
+    exc = failure(runner, ports=["22/tcp"])
+    assert "port 22/tcp is this host's SSH port" in exc.msg
+    assert "backup" not in runner.calls and exc.result["info"]["ufw"]["active"] is True
+    assert exc.result["ssh_ports"] == [22]  # the guard's ports go back with the refusal
+
+
+def test_a_failed_backup_changes_nothing():
+    runner = FakeRunner(fail="backup")
+    exc = failure(runner)
+    assert exc.msg == "backing up the rules before the change failed: backup broke. Nothing was changed"
+    assert runner.calls[-2:] == ["backup", "unlock"] and not runner.applied
+
+
+@pytest.mark.parametrize("step, message", [
+    ("arm", "arming the rollback failed: arm broke; the previous rules were restored"),
+    ("apply", "applying the change failed: iptables-restore -n failed; the previous rules were restored"),
+    ("reread", "reading the host after the change failed: reread broke; the previous rules were restored"),
+])
+def test_a_failure_after_the_backup_restores(step, message):
+    runner = FakeRunner(fail=step)
+    exc = failure(runner)
+    assert exc.msg == message
+    assert runner.calls[-4:] == ["restore", "disarm", "gather", "unlock"]  # read again for info
+    assert not runner.applied and exc.result["rollback"]["armed"] is None
+    assert [e["ipv4"]["state"] for e in exc.result["info"]["exposure"]] == ["open"]  # as it was
+
+
+def test_a_change_that_does_not_match_the_plan_is_restored():
+    # ufw "applied" but the host reads as before: the verify step catches it.
+    runner = FakeRunner(after=BEFORE)
+    exc = failure(runner)
+    assert exc.msg.startswith("after applying, the host does not match the plan (still to do: ")
+    assert exc.msg.endswith("; the previous rules were restored")
+    assert "restore" in runner.calls
+
+
+def test_an_unparsable_reread_is_restored():
+    broken = dict(AFTER, files=dict(AFTER["files"], user_rules="### tuple ### allow udp\n"))
+    runner = FakeRunner(after=broken)
+    exc = failure(runner)
+    assert exc.msg.startswith("verifying the change failed") or exc.msg.startswith("reading the host after")
+    assert "malformed ufw tuple" in exc.msg and exc.msg.endswith("the previous rules were restored")
+
+
+def test_a_failed_restore_with_a_rollback_armed_says_it_tries_again():
+    runner = FakeRunner(fail=("apply", "restore"))
+    exc = failure(runner)
+    assert exc.msg == ("applying the change failed: iptables-restore -n failed; restoring the previous rules failed "
+                       "too (restore broke): the rollback armed in /var/lib/sipguard/rollback/unit-test tries again "
+                       "at its deadline")
+    assert exc.result["rollback"]["armed"] == "/var/lib/sipguard/rollback/unit-test/armed"
+    assert "disarm" not in runner.calls
+
+
+def test_a_failed_restore_without_a_rollback_says_where_the_backup_is():
+    runner = FakeRunner(fail=("apply", "restore"))
+    exc = failure(runner, rollback_after=0)
+    assert exc.msg.endswith("restoring the previous rules failed too (restore broke): the host may run a partial "
+                            "change, the previous files are in /var/lib/sipguard/rollback/unit-test")
+
+
+def test_a_failed_disarm_is_reported():
+    runner = FakeRunner(fail=("apply", "disarm"))
+    exc = failure(runner)
+    assert "the previous rules were restored (but the rollback could not be disarmed" in exc.msg
+
+
+def test_the_default_group_names_the_process_and_time():
+    runner = FakeRunner()
+    result = run(runner, rollback_id=None)
+    assert result["rollback"]["id"] == "ufw_port-%d-1000" % os.getpid()
+    assert result["rollback"]["armed"] == "/var/lib/sipguard/rollback/ufw_port-%d-1000/armed" % os.getpid()
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"rollback_after": -1}, "rollback_after: -1 is negative"),
+    ({"ports": ["70000/udp"]}, "70000"),
+])
+def test_bad_requests_fail_before_the_runner_is_used(params, message):
+    with pytest.raises(ufw_change.ChangeFailed) as caught:
+        ufw_change.ChangeRequest(dict(REQUEST, **params))
+    assert message in caught.value.msg
