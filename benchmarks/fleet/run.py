@@ -89,8 +89,8 @@ def main():
         if not args.only:
             lab_up()  # hosts the previous close changed are rebuilt (not timed)
         timed(commands["floor"], env)
-        names = ["floor", "audit", "floor"] if args.only else ["floor", "audit", "naive", "close", "close-idem",
-                                                                "floor"]
+        full = ["floor", "audit", "naive", "close", "close-idem", "floor"]
+        names = ["floor", "audit", "floor"] if args.only else full
         if mitogen_env:
             names += ["floor-playbook", "floor-mitogen", "audit-mitogen"]
         for name in names:

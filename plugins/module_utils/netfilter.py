@@ -746,8 +746,9 @@ class Walker(object):
             if rule.target in (None, "ACCEPT", "RETURN") or rule.target in NON_TERMINATING:
                 return None, ()  # it would let other packets through, or do nothing: nothing to tell
             senders = [c.text for c in conds if c.key[0] in ("src", "in", "set")]
-            return None, ("%s%s (%s %s #%s %s)" % (" and ".join(others), (" " + " and ".join(senders)) if senders
-                                                     else "", rule.table, rule.chain, _INDEX, _describe_target(rule)),)
+            who = (" " + " and ".join(senders)) if senders else ""
+            return None, ("%s%s (%s %s #%s %s)" % (" and ".join(others), who, rule.table, rule.chain, _INDEX,
+                                                   _describe_target(rule)),)
         notes = ()
         if limited and rule.target == "ACCEPT":
             notes = ("%s (%s %s #%s accepts only below that)" % (" and ".join(limited), rule.table, rule.chain, _INDEX),)

@@ -30,8 +30,8 @@ class Module(object):
 
     @staticmethod
     def get_bin_path(name, opt_dirs=()):
-        return shutil.which(name, path=os.pathsep.join(list(opt_dirs) + [os.environ.get("PATH", ""),
-                                                                          "/usr/sbin", "/sbin"]))
+        dirs = list(opt_dirs) + [os.environ.get("PATH", ""), "/usr/sbin", "/sbin"]
+        return shutil.which(name, path=os.pathsep.join(dirs))
 
     @staticmethod
     def run_command(argv, data=None, binary_data=False, environ_update=None):

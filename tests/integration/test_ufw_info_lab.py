@@ -127,8 +127,8 @@ def test_the_audit_report_says_what_ufw_info_and_the_probes_say(exposure_lab, ob
         reported = dict((("%d/%s" % (p["port"], p["transport"]), p["family"]), p["state"]) for p in record["probes"])
         for (port, family), state in reported.items():
             if port in PORTS and (state == "open") != (got[(port, family)] != "blocked"):
-                mismatches.append("%s %s %s: report probe=%s, report state=%s" % (name, port, family, state,
-                                                                                 got[(port, family)]))
+                mismatches.append("%s %s %s: report probe=%s, report state=%s"
+                                  % (name, port, family, state, got[(port, family)]))
     assert not mismatches, "\n".join(mismatches)
 
 

@@ -573,7 +573,8 @@ def _model():
 def record(outdir, workdir):
     """Record, from each lab host, exactly the commands and files ufw_info reads.
 
-    Files are named ``<host>__<key>.txt`` after the keys of ufw_model.COMMANDS and FILES;
+    Files are named ``<host>__<key>.txt`` after the keys of ufw_model.COMMANDS and FILES
+    (``.bin`` for a file that is not UTF-8);
     ``ufw status numbered`` is recorded too, as an oracle for rule numbering.
     """
     model = _model()
@@ -592,7 +593,13 @@ def record(outdir, workdir):
             proc = subprocess.run(["ip", "netns", "exec", ns, "cat", path], stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, check=False, timeout=60)
             if proc.returncode == 0:
-                with open(os.path.join(outdir, "%s__%s.txt" % (name, label)), "wb") as fh:
+                # A file that is not UTF-8 is kept as .bin: ansible-test sanity reads every .txt as UTF-8.
+                try:
+                    proc.stdout.decode("utf-8")
+                    ext = "txt"
+                except UnicodeDecodeError:
+                    ext = "bin"
+                with open(os.path.join(outdir, "%s__%s.%s" % (name, label, ext)), "wb") as fh:
                     fh.write(proc.stdout)
         apps = nsexec(ns, ["ls", model.APPLICATIONS_DIR], check=False).stdout.split()
         for app in apps:

@@ -21,6 +21,8 @@ def read(host, what, caveats=None, directory=LAB):
     """The recorded text; a file that is not UTF-8 is decoded as ufw_info decodes it (with a caveat)."""
     path = os.path.join(directory, "%s__%s.txt" % (host, what))
     if not os.path.exists(path):
+        path = path[:-len("txt")] + "bin"  # recorded bytes that are not UTF-8 (sglab.py record)
+    if not os.path.exists(path):
         return None
     with open(path, "rb") as fh:
         data = fh.read()

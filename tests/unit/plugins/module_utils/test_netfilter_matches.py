@@ -267,8 +267,10 @@ def test_bad_lines_are_errors_naming_the_source_and_line(line, message):
     assert message in str(err.value)
 
 
-def _raw(user_rules, before_rules="", iptables="*filter\n:INPUT DROP [0:0]\n-A INPUT -p udp --dport 5060 -j ACCEPT\n"
-                                                 "COMMIT\n"):
+_ACCEPT_5060 = "*filter\n:INPUT DROP [0:0]\n-A INPUT -p udp --dport 5060 -j ACCEPT\nCOMMIT\n"
+
+
+def _raw(user_rules, before_rules="", iptables=_ACCEPT_5060):
     cmd = {"rc": 0, "out": iptables, "err": ""}
     return {"ufw_binary": "/usr/sbin/ufw", "caveats": [],
             "commands": {"iptables_save": cmd, "ip6tables_save": dict(cmd, out=""), "ip_addr":

@@ -61,7 +61,7 @@ def _armed_group(fake_host, was_active=True, ufw="/bin/true"):
 
 
 def _wait_for_holder(directory):
-    deadline = time.time() + 5
+    deadline = time.time() + 30  # flock(1) may start slowly on a loaded box
     while not ufw_host.watcher_alive(directory) and time.time() < deadline:
         time.sleep(0.05)
 
