@@ -206,15 +206,15 @@ def ufw_command_writes(argv):
     /usr/sbin/ufw reads its rules files (UFWFrontend) *before* it takes its lock, so any ufw
     command that runs while a change holds the lock writes the rules it read before the change
     (``reload``, ``enable`` load them too). Only the commands in _UFW_READERS and ``--dry-run``
-    write nothing. ``argv`` is ``[python3, /usr/sbin/ufw, ...]`` (the script's shebang) or
+    write nothing. ``argv`` is ``[python3, (-Es,) /usr/sbin/ufw, ...]`` (the script's shebang) or
     ``[/usr/sbin/ufw, ...]``; None when it is not ufw at all.
     """
-    for i, arg in enumerate(argv[:2]):
-        if os.path.basename(arg) == "ufw" and (i == 0 or os.path.basename(argv[0]).startswith("python")):
-            words = argv[i + 1:]
-            break
-    else:
+    script = 0
+    if argv and os.path.basename(argv[0]).startswith("python"):
+        script = next((i for i, arg in enumerate(argv) if i and not arg.startswith("-")), len(argv))
+    if script >= len(argv) or os.path.basename(argv[script]) != "ufw":
         return None
+    words = argv[script + 1:]
     if "--dry-run" in words:
         return False
     words = [w for w in words if not w.startswith("-") or w in ("--version", "--help")]
