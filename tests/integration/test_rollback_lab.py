@@ -187,6 +187,7 @@ def admits_7000(lab, host):
 
 
 def assert_both_changes(lab, host, outcome):
+    print("%s: %s" % (host, json.dumps(dict((k, v) for k, v in outcome.items() if k != "other_output"))))
     assert outcome["changed"] is True, outcome
     # ufw waited for the change (it did not get in between), then ran: it wrote the rules it had read
     # before the change plus its own, the change waited for it and made the change again.
