@@ -35,6 +35,10 @@ from ansible_collections.sipguard.firewall.plugins.module_utils.ufw_plan import 
 
 # After a firewall change only netfilter and the files differ: listeners, addresses and routes stand.
 REREAD = ("iptables_save", "ip6tables_save")
+# A ufw command that started before the change may undo it when it ends (see _concurrent): how long
+# to wait for it, and how often to apply the change again before giving up.
+CONCURRENT_WAIT = 30
+REAPPLY_ROUNDS = 3
 
 
 class ChangeFailed(Exception):
@@ -118,6 +122,7 @@ def _result(request, plan, guard, applied_with):
         ssh_ports=guard.ports,
         ssh_port_sources=guard.sources(),
         rollback=dict(id=request.rollback_id, armed=None, deadline=None),
+        concurrent=dict(waited_for=[], reapplied=0),
         diff=dict(before=render_rules(plan.before), after=render_rules(plan.after)),
         info=None,
     )
@@ -131,18 +136,38 @@ def run_change(runner, request, check_mode=False, now=time.time):
     """
     rollbacks = runner.rollbacks()
     # Check mode writes nothing, not even ufw's lock file.
+    held = _Lock(runner, check_mode)
     try:
-        lock = contextlib.nullcontext() if check_mode else runner.lock()
-        lock.__enter__()
+        held.take()
     except Exception as exc:  # pylint: disable=broad-except
         raise ChangeFailed("%s. Nothing was changed" % exc, dict(rollbacks=rollbacks))
     try:
-        return _locked(runner, request, check_mode, now, rollbacks)
+        return _locked(runner, request, check_mode, now, rollbacks, held)
     finally:
-        lock.__exit__(None, None, None)
+        held.release()
 
 
-def _locked(runner, request, check_mode, now, rollbacks):
+class _Lock(object):
+    """ufw's lock as the transaction holds it: released to let a concurrent ufw command finish,
+    then taken again."""
+
+    def __init__(self, runner, check_mode):
+        self.runner = runner
+        self.check_mode = check_mode
+        self.lock = None
+
+    def take(self):
+        lock = contextlib.nullcontext() if self.check_mode else self.runner.lock()
+        lock.__enter__()
+        self.lock = lock
+
+    def release(self):
+        if self.lock is not None:
+            lock, self.lock = self.lock, None
+            lock.__exit__(None, None, None)
+
+
+def _locked(runner, request, check_mode, now, rollbacks, held):
     """run_change's steps under ufw's lock: read, plan, then the transaction when there is a change."""
     if not check_mode:
         # A change confirmed (its armed file removed) or rolled back at boot leaves the boot hook behind:
@@ -187,11 +212,79 @@ def _locked(runner, request, check_mode, now, rollbacks):
     if not plan.changed or check_mode:
         result["info"] = _inspect(host, request)
         return result
-    _transaction(runner, request, host, plan, ports, result, now)
+    _transaction(runner, request, host, plan, ports, result, now, held)
     return result
 
 
-def _transaction(runner, request, host, plan, ports, result, now):
+def _apply(runner, host, plan, applied_with):
+    """Make ``plan``'s change on ``host`` (with the commands when the files cannot be rewritten)."""
+    if applied_with == "files" and plan.files is not None:
+        reload_families = [f for f in plan.files if host.active and (f == 4 or host.ipv6)]
+        runner.apply_files(plan.files, reload_families, plan.enable)
+    else:
+        runner.apply_commands(plan.commands)
+
+
+def _verify(request, plan, after, ports):
+    """The plan on the host read after the change: it must have nothing left to do."""
+    check = request.plan(after, ports)
+    if check.changed or _states(check.verdicts_before) != _states(plan.verdicts_after):
+        raise PlanError("after applying, the host does not match the plan (still to do: %s; verdicts %s)"
+                        % (check.commands, _states(check.verdicts_before)))
+    return check
+
+
+def _described(processes):
+    return ", ".join("%d (%s)" % (p["pid"], " ".join(p["argv"][1:] if len(p["argv"]) > 1 else p["argv"]))
+                     for p in processes)
+
+
+def _concurrent(runner, request, ports, applied_with, held, result):
+    """Let the ufw commands that started before the change finish, and make the change again when
+    one of them undid it; return the host and the last check as they are in the end.
+
+    ufw reads its rules files before it takes its lock: a ufw command started while this change
+    holds the lock waits for it, then writes the rules it read before the change (plus its own).
+    So before the lock is let go for good, the ufw commands running now are waited for (the lock
+    released meanwhile), the host is read again and planned again under the lock, and a change that
+    was undone is applied again. A command started after the change read the changed files: only
+    those running now can undo it.
+    """
+    waited, last = [], None
+    for attempt in range(REAPPLY_ROUNDS + 1):
+        others = runner.other_ufw_processes()
+        if not others:
+            return last
+        if attempt == REAPPLY_ROUNDS:
+            raise ApplyError("ufw commands kept undoing the change (%d times); still running: %s"
+                             % (REAPPLY_ROUNDS, _described(others)))
+        waited += [p for p in others if p["pid"] not in [w["pid"] for w in waited]]
+        result["concurrent"]["waited_for"] = [dict(pid=p["pid"], argv=p["argv"]) for p in waited]
+        held.release()
+        left = runner.wait_for(others, CONCURRENT_WAIT)
+        if left:
+            # Safer to undo the change (under the lock, if it comes back) and fail than to report a
+            # change that the unfinished command will undo when it ends.
+            raise ApplyError("ufw command %s started before the change and did not end within %ds; when it ends it "
+                             "writes the rules it read before the change, undoing it. Let it finish (or end it) "
+                             "and run again" % (_described(left), CONCURRENT_WAIT))
+        held.take()
+        host = UfwHost(runner.gather())
+        plan = request.plan(host, ports)
+        if plan.changed:
+            _apply(runner, host, plan, applied_with)
+            after = UfwHost(runner.gather(commands=REREAD, previous=host.raw))
+            check = _verify(request, plan, after, ports)
+            result["concurrent"]["reapplied"] += 1
+            result["warnings"] = ["ufw command %s ran during the change and undid it; the change was applied again "
+                                  "(%d time(s)) and verified" % (_described(waited), result["concurrent"]["reapplied"])]
+        else:
+            after, check = host, plan
+        last = (after, check)
+    return last  # not reached: the last round returns or raises
+
+
+def _transaction(runner, request, host, plan, ports, result, now, held):
     """Back up -> arm -> apply -> re-read -> verify, restoring on any exception after the backup."""
     group = request.rollback_id or "ufw_port-%d-%d" % (os.getpid(), int(now()))
     try:
@@ -206,20 +299,25 @@ def _transaction(runner, request, host, plan, ports, result, now):
             armed = runner.arm(directory, request.rollback_after, host.active)
             result["rollback"] = dict(id=group, armed=armed, deadline=now() + request.rollback_after)
         step = "applying the change"
-        if result["applied_with"] == "files":
-            reload_families = [f for f in plan.files if host.active and (f == 4 or host.ipv6)]
-            runner.apply_files(plan.files, reload_families, plan.enable)
-        else:
-            runner.apply_commands(plan.commands)
+        _apply(runner, host, plan, result["applied_with"])
         step = "reading the host after the change"
         raw_after = runner.gather(commands=REREAD, previous=host.raw)
         after = UfwHost(raw_after)
         step = "verifying the change"
-        check = request.plan(after, ports)
-        if check.changed or _states(check.verdicts_before) != _states(plan.verdicts_after):
-            raise PlanError("after applying, the host does not match the plan (still to do: %s; verdicts %s)"
-                            % (check.commands, _states(check.verdicts_before)))
+        check = _verify(request, plan, after, ports)
+        step = "waiting for concurrent ufw commands"
+        last = _concurrent(runner, request, ports, result["applied_with"], held, result)
+        if last is not None:
+            after, check = last
     except Exception as exc:  # pylint: disable=broad-except  # any failure after the backup restores
+        if held.lock is None:
+            try:
+                held.take()  # restore under ufw's lock, as every write here
+            except Exception as lexc:  # pylint: disable=broad-except
+                msg = ("%s failed: %s; ufw's lock could not be taken back to restore the previous rules (%s): %s"
+                       % (step, exc, lexc, "the rollback armed in %s restores them at its deadline" % directory
+                          if armed else "the previous files are in %s" % directory))
+                raise ChangeFailed(msg, dict(result, info=None))
         msg, still_armed = _undo(runner, directory, armed, step, exc)
         failed = dict(result, info=_reread(runner, request))
         if not still_armed:

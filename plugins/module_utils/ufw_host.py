@@ -195,6 +195,86 @@ class UfwLock(object):
         return False
 
 
+# ufw commands that only read: they take the lock too, but write nothing when they get it.
+_UFW_READERS = (("status",), ("show",), ("version",), ("help",), ("--version",), ("--help",), ("app", "list"),
+                ("app", "info"))
+
+
+def ufw_command_writes(argv):
+    """Whether ``argv`` (a process's command line) is a ufw command that writes rules or reloads them.
+
+    /usr/sbin/ufw reads its rules files (UFWFrontend) *before* it takes its lock, so any ufw
+    command that runs while a change holds the lock writes the rules it read before the change
+    (``reload``, ``enable`` load them too). Only the commands in _UFW_READERS and ``--dry-run``
+    write nothing. ``argv`` is ``[python3, (-Es,) /usr/sbin/ufw, ...]`` (the script's shebang) or
+    ``[/usr/sbin/ufw, ...]``; None when it is not ufw at all.
+    """
+    script = 0
+    if argv and os.path.basename(argv[0]).startswith("python"):
+        script = next((i for i, arg in enumerate(argv) if i and not arg.startswith("-")), len(argv))
+    if script >= len(argv) or os.path.basename(argv[script]) != "ufw":
+        return None
+    words = argv[script + 1:]
+    if "--dry-run" in words:
+        return False
+    words = [w for w in words if not w.startswith("-") or w in ("--version", "--help")]
+    return not any(tuple(words[:len(r)]) == r for r in _UFW_READERS)
+
+
+def _proc_start(pid, proc="/proc"):
+    """The start time of ``pid`` (clock ticks after boot, /proc/PID/stat field 22): with the pid it
+    names one process, whose pid a later process cannot take over unnoticed. None when it has
+    ended (a zombie has ended: it only waits for its parent to read its exit code)."""
+    try:
+        with open("%s/%d/stat" % (proc, pid)) as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        return None if fields[0] in ("Z", "X", "x") else int(fields[19])
+    except (IOError, OSError, ValueError, IndexError):
+        return None
+
+
+def other_ufw_processes(proc="/proc", ufw_dir=UFW_DIR):
+    """ufw commands running now that write the rules of this UFW configuration: [{pid, start, argv}].
+
+    A process belongs to this configuration when its ``/etc/ufw`` (seen through /proc/PID/root,
+    in its own mount namespace) is the same directory as ours: a lab host's ``ip netns exec``
+    gives every command a mount namespace of its own, all with the host's /etc/ufw.
+    """
+    try:
+        here = os.stat(ufw_dir)
+    except OSError:
+        return []
+    me = os.getpid()
+    found = []
+    for name in os.listdir(proc):
+        if not name.isdigit() or int(name) == me:
+            continue
+        pid = int(name)
+        try:
+            with open("%s/%d/cmdline" % (proc, pid), "rb") as fh:
+                argv = [a.decode("utf-8", "replace") for a in fh.read().split(b"\0") if a]
+            if not ufw_command_writes(argv):
+                continue
+            there = os.stat("%s/%d/root%s" % (proc, pid, ufw_dir))
+        except (IOError, OSError):
+            continue  # gone, or not ours to look at
+        if (there.st_dev, there.st_ino) != (here.st_dev, here.st_ino):
+            continue
+        found.append({"pid": pid, "start": _proc_start(pid, proc), "argv": argv})
+    return sorted(found, key=lambda p: p["pid"])
+
+
+def wait_for_processes(processes, timeout, proc="/proc", sleep=time.sleep, clock=time.time):
+    """Wait until every process of ``processes`` (other_ufw_processes' records) has ended, at most
+    ``timeout`` seconds; return the ones still running."""
+    deadline = clock() + timeout
+    while True:
+        left = [p for p in processes if _proc_start(p["pid"], proc) == p["start"] and p["start"] is not None]
+        if not left or clock() >= deadline:
+            return left
+        sleep(0.05)
+
+
 def _write_private(path, data):
     """Write ``data`` (bytes) to a new file readable by root only (backups hold the whole rule set)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -575,6 +655,12 @@ class HostRunner(object):
 
     def lock(self):
         return UfwLock()
+
+    def other_ufw_processes(self):
+        return other_ufw_processes()
+
+    def wait_for(self, processes, timeout):
+        return wait_for_processes(processes, timeout)
 
     def gather(self, commands=None, previous=None):
         raw = gather(self.module, commands=commands, previous=previous)

@@ -30,8 +30,16 @@ description:
   - The change is one transaction under ufw's own lock (C(/run/ufw.lock), the lock every ufw command
     takes) that reads the host, plans, backs up the rule files, arms the rollback, applies, reads the
     host again and verifies. A ufw command that started earlier finishes first and is not overwritten. The
-    module's own ufw commands run while it holds the lock. ufw reads its rules before it takes the lock, so a
-    ufw command started while the change runs can still overwrite the change.
+    module's own ufw commands run while it holds the lock.
+  - ufw reads its rules files before it takes its lock, so a ufw command started while the change runs
+    waits for the lock and then writes the rules it read before the change, undoing it. Before letting
+    the lock go, the module looks for ufw commands of this host's UFW configuration that write (every one
+    but C(status), C(show), C(version), C(app list), C(app info) and C(--dry-run)), lets them finish (up
+    to 30 s), then reads and plans again under the lock and applies the change again when it was undone
+    (RV(concurrent), with a warning). A command that does not end within 30 s (for example C(ufw enable)
+    waiting at its prompt) would undo the change whenever it ends, so the module fails and restores the
+    previous rules (if that command holds the lock, the restore is left to the armed rollback, and the
+    message says so). It also fails when ufw commands undo the change three times in a row.
   - After applying, the host is read again and the verdict checked; if it differs from the plan,
     the previous rules are restored and the module fails. Any failure after the backup restores the
     previous rules, and the message says whether restoring worked.
@@ -328,6 +336,24 @@ rollbacks:
       type: str
   sample: [{"id": "close-2026-11-25", "time": 1795000000.0, "at": "2026-11-18T06:13:20Z", "by": "boot",
             "outcome": "restored"}]
+concurrent:
+  description:
+    - ufw commands that were running when the change had been made and that it waited for before letting
+      ufw's lock go (ufw reads its rules before it takes its lock, so such a command can undo the change),
+      and how often the change was applied again because one of them had undone it.
+  returned: always
+  type: dict
+  version_added: 1.2.0
+  contains:
+    waited_for:
+      description: The ufw commands waited for, as C(pid) and C(argv).
+      type: list
+      elements: dict
+    reapplied:
+      description: How often the change was applied again (and verified) after a ufw command undid it.
+      type: int
+  sample: {"waited_for": [{"pid": 4242, "argv": ["/usr/bin/python3", "/usr/sbin/ufw", "allow", "7000/tcp"]}],
+           "reapplied": 1}
 rollback:
   description: The commit-confirmed rollback, when armed.
   returned: always

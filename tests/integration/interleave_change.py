@@ -69,9 +69,10 @@ def main():
     request = ChangeRequest({"ports": ["5060/udp"], "apply": "files"})
     try:
         result = run_change(runner, request)
-        outcome = {"changed": result["changed"], "msg": None}
+        outcome = {"changed": result["changed"], "msg": None, "concurrent": result["concurrent"],
+                   "warnings": result.get("warnings", [])}
     except ChangeFailed as exc:
-        outcome = {"changed": None, "msg": exc.msg}
+        outcome = {"changed": None, "msg": exc.msg, "concurrent": exc.result.get("concurrent"), "warnings": []}
     started = time.time()
     out = runner.other.communicate(timeout=60)[0].decode("utf-8", "replace")
     outcome.update({"finished_in_window": runner.finished_in_window, "other_rc": runner.other.returncode,

@@ -3,7 +3,8 @@
 (d) every SSH session to the host is killed after the change: the old rules are back within
 rollback_after + 10 s; (e) the host "reboots" before the deadline (its processes die, netfilter is
 emptied, ufw's boot path runs): the old rules are back; (f) a ufw command run between planning and
-applying is not lost. Each test has its own host.
+applying is not lost: ufw reads its rules before it takes its lock, so the change waits for it and
+applies itself again. Each test has its own host.
 """
 
 import json
@@ -169,10 +170,10 @@ def test_e_an_unconfirmed_change_is_rolled_back_when_ufw_starts_at_boot(lab):
     assert nsexec(lab, host, ["cat", "/etc/ufw/before.init"]).stdout == open("/etc/ufw/before.init").read()
 
 
-def interleave(lab, host, mode):
+def interleave(lab, host, mode, other=("ufw", "allow", "7000/tcp")):
     env = dict(os.environ, PYTHONPATH=os.environ.get("ANSIBLE_COLLECTIONS_PATH", ""))
     proc = subprocess.run(["ip", "netns", "exec", lab["hosts"][host]["netns"], sys.executable,
-                           os.path.join(HERE, "interleave_change.py"), mode, "ufw", "allow", "7000/tcp"],
+                           os.path.join(HERE, "interleave_change.py"), mode] + list(other),
                           text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, timeout=180,
                           check=False)
     assert proc.returncode == 0, proc.stderr
@@ -185,19 +186,36 @@ def admits_7000(lab, host):
     return "7000/tcp" in status, "--dport 7000 -j ACCEPT" in live
 
 
-@pytest.mark.xfail(strict=True, reason="ufw reads its rules files before it takes its lock (/usr/sbin/ufw builds "
-                   "UFWFrontend, which reads user.rules, before create_lock): a ufw command started while ufw_port "
-                   "holds the lock waits, then writes its stale copy plus its own rule, and ufw_port's change is lost")
-def test_f_a_ufw_command_between_planning_and_applying_is_not_lost(lab):
-    host = "c-txn"
-    outcome = interleave(lab, host, "lock")
+def assert_both_changes(lab, host, outcome):
+    print("%s: %s" % (host, json.dumps(dict((k, v) for k, v in outcome.items() if k != "other_output"))))
     assert outcome["changed"] is True, outcome
-    # ufw waited for the change (it did not get in between), then ran: both changes are there
+    # ufw waited for the change (it did not get in between), then ran: it wrote the rules it had read
+    # before the change plus its own, the change waited for it and made the change again.
     assert outcome["finished_in_window"] is False and outcome["other_rc"] == 0, outcome
+    assert outcome["concurrent"]["reapplied"] == 1, outcome
+    assert [w["argv"][-2:] for w in outcome["concurrent"]["waited_for"]] == [["allow", "7000/tcp"]], outcome
+    assert "ran during the change and undid it; the change was applied again" in outcome["warnings"][0], outcome
     assert admits_7000(lab, host) == (True, True)
     numbered = nsexec(lab, host, ["ufw", "status", "numbered"]).stdout  # numbered shows the comments
     assert "# sipguard.firewall 5060/udp" in numbered, numbered
     assert "-A ufw-user-input -p udp -m udp --dport 5060 -j DROP" in nsexec(lab, host, ["iptables-save"]).stdout
+
+
+def test_f_a_ufw_command_between_planning_and_applying_is_not_lost(lab):
+    # ufw reads its rules files before it takes its lock (/usr/sbin/ufw builds UFWFrontend, which reads
+    # user.rules, before create_lock): the ufw command waits for the change, then undoes it with its
+    # stale copy. The change waits for it and applies itself again.
+    host = "c-txn"
+    outcome = interleave(lab, host, "lock")
+    assert_both_changes(lab, host, outcome)
+
+
+def test_f_a_ufw_command_from_another_mount_namespace_is_waited_for_too(lab):
+    # An admin's `ip netns exec <host> ufw ...` runs in a mount namespace of its own, with the host's /etc/ufw.
+    host = "c-txn-ns"
+    outcome = interleave(lab, host, "lock", ["ip", "netns", "exec", lab["hosts"][host]["netns"], "ufw", "allow",
+                                             "7000/tcp"])
+    assert_both_changes(lab, host, outcome)
 
 
 def test_f_control_without_the_lock_the_update_is_lost(lab):

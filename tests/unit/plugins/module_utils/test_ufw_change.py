@@ -29,8 +29,10 @@ class FakeRunner(object):
     """Records the steps; ``fail`` names the step that raises. The host is BEFORE until the change
     is applied (then AFTER, or ``after`` when given) and BEFORE again once restored."""
 
-    def __init__(self, fail=(), after=AFTER, before=BEFORE):
+    def __init__(self, fail=(), after=AFTER, before=BEFORE, others=(), locks=None):
         self.fail = set([fail] if isinstance(fail, str) else fail)
+        self.others = list(others)  # one list of concurrent ufw processes per scan
+        self.locks = locks  # how many times the lock can be taken (None: always)
         self.calls = []
         self.before = before
         self.after = after
@@ -53,7 +55,23 @@ class FakeRunner(object):
 
     def lock(self):
         self._step("lock")
+        if self.locks is not None:
+            if not self.locks:
+                raise ApplyError("could not take ufw's lock /run/ufw.lock within 60s")
+            self.locks -= 1
         return self._lock()
+
+    def other_ufw_processes(self):
+        self.calls.append("others")
+        assert self.locked
+        return [dict(p) for p in self.others.pop(0)] if self.others else []
+
+    def wait_for(self, processes, timeout):
+        self.calls.append("wait")
+        assert not self.locked and timeout == ufw_change.CONCURRENT_WAIT
+        if any(p.get("undoes") for p in processes):
+            self.applied = False  # it wrote the rules it read before the change
+        return [p for p in processes if p.get("hangs")]
 
     def gather(self, commands=None, previous=None):
         if commands is not None:
@@ -119,7 +137,8 @@ def test_the_steps_run_in_order_under_the_lock_and_the_rollback_is_armed_first()
     runner = FakeRunner()
     result = run(runner)
     assert runner.calls == ["lock", "tidy", "gather", "ssh_ports(False)", "ssh_ports(True)", "backup", "arm", "apply",
-                            "reread", "unlock"]
+                            "reread", "others", "unlock"]
+    assert result["concurrent"] == {"waited_for": [], "reapplied": 0} and "warnings" not in result
     assert result["changed"] is True and result["applied_with"] == "files"
     assert result["rollback"] == {"id": "unit-test", "armed": "/var/lib/sipguard/rollback/unit-test/armed",
                                   "deadline": 1030.0}
@@ -251,3 +270,72 @@ def test_bad_requests_fail_before_the_runner_is_used(params, message):
     with pytest.raises(ufw_change.ChangeFailed) as caught:
         ufw_change.ChangeRequest(dict(REQUEST, **params))
     assert message in caught.value.msg
+
+
+# --------------------------------------------------------------------------- concurrent ufw commands
+# /usr/sbin/ufw reads its rules before it takes its lock: one started during the change writes, when
+# it gets the lock, the rules it read before the change (tests/integration test_f_... shows it on a host).
+
+ALLOW_7000 = {"pid": 4242, "start": 99, "argv": ["/usr/bin/python3", "/usr/sbin/ufw", "allow", "7000/tcp"]}
+
+
+def test_a_ufw_command_that_undid_the_change_is_waited_for_and_the_change_made_again():
+    runner = FakeRunner(others=[[dict(ALLOW_7000, undoes=True)]])
+    result = run(runner)
+    assert runner.calls[runner.calls.index("reread"):] == [
+        "reread", "others", "unlock", "wait", "lock", "gather", "apply", "reread", "others", "unlock"]
+    assert runner.calls.count("backup") == 1  # the rollback still restores the rules from before the first apply
+    assert result["changed"] is True and result["rollback"]["armed"] == "/var/lib/sipguard/rollback/unit-test/armed"
+    assert result["concurrent"] == {"waited_for": [{"pid": 4242, "argv": ALLOW_7000["argv"]}], "reapplied": 1}
+    assert result["warnings"] == ["ufw command 4242 (/usr/sbin/ufw allow 7000/tcp) ran during the change and undid "
+                                  "it; the change was applied again (1 time(s)) and verified"]
+    assert [e["ipv4"]["state"] for e in result["info"]["exposure"]] == ["blocked"]
+
+
+def test_a_ufw_command_that_left_the_change_alone_is_waited_for_only():
+    runner = FakeRunner(others=[[ALLOW_7000]])
+    result = run(runner)
+    assert runner.calls[runner.calls.index("reread"):] == [
+        "reread", "others", "unlock", "wait", "lock", "gather", "others", "unlock"]
+    assert runner.calls.count("apply") == 1 and "warnings" not in result
+    assert result["concurrent"] == {"waited_for": [{"pid": 4242, "argv": ALLOW_7000["argv"]}], "reapplied": 0}
+    assert [e["ipv4"]["state"] for e in result["info"]["exposure"]] == ["blocked"]
+
+
+def test_a_ufw_command_that_does_not_end_fails_the_change_and_restores():
+    # It would undo the change whenever it ends: reporting the port closed would be a lie in waiting.
+    runner = FakeRunner(others=[[dict(ALLOW_7000, hangs=True)]])
+    exc = failure(runner)
+    assert exc.msg == ("waiting for concurrent ufw commands failed: ufw command 4242 (/usr/sbin/ufw allow 7000/tcp) "
+                       "started before the change and did not end within 30s; when it ends it writes the rules it "
+                       "read before the change, undoing it. Let it finish (or end it) and run again; the previous "
+                       "rules were restored")
+    assert runner.calls[runner.calls.index("wait"):] == ["wait", "lock", "restore", "disarm", "gather", "unlock"]
+    assert not runner.applied and exc.result["rollback"]["armed"] is None
+
+
+def test_a_ufw_command_that_does_not_end_and_holds_the_lock_leaves_the_restore_to_the_rollback():
+    runner = FakeRunner(others=[[dict(ALLOW_7000, hangs=True)]], locks=1)
+    exc = failure(runner)
+    assert exc.msg.endswith("ufw's lock could not be taken back to restore the previous rules (could not take ufw's "
+                            "lock /run/ufw.lock within 60s): the rollback armed in /var/lib/sipguard/rollback/unit-test "
+                            "restores them at its deadline")
+    assert "restore" not in runner.calls and runner.calls[-2:] == ["wait", "lock"]
+    assert exc.result["rollback"]["armed"] == "/var/lib/sipguard/rollback/unit-test/armed"
+
+
+def test_ufw_commands_that_keep_undoing_the_change_fail_it_after_a_few_rounds():
+    rounds = ufw_change.REAPPLY_ROUNDS
+    runner = FakeRunner(others=[[dict(ALLOW_7000, undoes=True)]] * (rounds + 1))
+    exc = failure(runner)
+    assert exc.msg.startswith("waiting for concurrent ufw commands failed: ufw commands kept undoing the change "
+                              "(%d times); still running: 4242 (/usr/sbin/ufw allow 7000/tcp)" % rounds)
+    assert runner.calls.count("apply") == rounds + 1 and runner.calls.count("backup") == 1
+    assert exc.msg.endswith("the previous rules were restored") and not runner.applied
+
+
+def test_check_mode_and_no_change_do_not_look_for_other_ufw_commands():
+    for runner, check_mode in ((FakeRunner(others=[[ALLOW_7000]]), True),
+                               (FakeRunner(before=AFTER, others=[[ALLOW_7000]]), False)):
+        run(runner, check_mode=check_mode)
+        assert "others" not in runner.calls
