@@ -171,7 +171,10 @@ class UfwLock(object):
     """Hold ufw's own lock (the fcntl lock every ufw command takes), so that no ufw command runs
     while this change reads, writes and verifies the rules."""
 
-    def __init__(self, path=UFW_LOCK, timeout=60.0):
+    # ufw itself waits for its lock without end; a change waits this long. Long enough for a
+    # queue of changes: /run is per host in the field but one /run for every lab namespace, and
+    # 25 forks closing 45 lab hosts take turns on one lock file (60 s was too short there).
+    def __init__(self, path=UFW_LOCK, timeout=300.0):
         self.path = path
         self.timeout = timeout
         self.fh = None
