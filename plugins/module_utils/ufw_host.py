@@ -44,6 +44,7 @@ UFW_LOCK = "/run/ufw.lock"
 
 
 _IN_INTERFACE = re.compile(r"(?:^|\s)(?:-i|--in-interface)\s+(?!lo\+?(?:\s|$))\S", re.M)
+_NFT_IN_INTERFACE = re.compile(r'"iifname"\s*\}\s*\}\s*,\s*"right"\s*:\s*(?=\S)(?!"lo\+?")')
 
 
 def needs_routes(netfilter_text):
@@ -52,9 +53,10 @@ def needs_routes(netfilter_text):
     None (not read yet) reads them."""
     if netfilter_text is None:
         return True
-    # iptables-save writes -j DNAT and -i; nft -j writes "dnat" and "iifname".
+    # iptables-save writes -j DNAT and -i; nft -j writes "dnat" and "iifname". Loopback does not
+    # count in either: every UFW host has it (iptables-nft's own tables show up in nft -j too).
     return "DNAT" in netfilter_text.upper() or bool(_IN_INTERFACE.search(netfilter_text)) \
-        or '"iifname"' in netfilter_text
+        or bool(_NFT_IN_INTERFACE.search(netfilter_text))
 
 
 def _read(path, caveats=None):

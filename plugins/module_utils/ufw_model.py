@@ -756,7 +756,7 @@ class UfwHost(object):
         if tables is None:
             net = build_host_net(family, self.live_text[family], self.addresses[family], self.routes[family],
                                  self.forwarding[family], self.numbering_text[family], self.rules, self.active,
-                                 self.ipv6, tables=self.live[family])
+                                 self.ipv6, tables=dict(self.live[family]))  # add_backends adds to it
         else:
             net = HostNet(tables, self.addresses[family], self.routes[family], self.forwarding[family], user_map,
                           ufw_active, self.ipv6)

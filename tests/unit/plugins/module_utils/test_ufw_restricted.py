@@ -84,6 +84,9 @@ def test_the_interface_rule_needs_the_routes():
     (lab.read("iface-restricted", "iptables_save"), True),
     (lab.read("allow-proto", "iptables_save"), False),    # only ufw's own "-i lo"
     (lab.read("docker-dnat", "iptables_save"), True),
+    (lab.read("n-drop-ahead", "nft_ruleset"), False),     # iptables-nft's tables in nft -j: iifname "lo" only
+    (lab.read("n-dnat-open", "nft_ruleset"), True),       # a native dnat
+    ('{"match": {"op": "==", "left": {"meta": {"key": "iifname"}}, "right": "eth0"}}', True),
     (None, True),
 ])
 def test_routes_are_read_for_an_interface_match_or_a_dnat(text, needed):
