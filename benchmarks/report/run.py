@@ -126,7 +126,8 @@ def perturb(records, share=0.01, seed=4711):
 
 def prepare(directory, hosts, slices):
     """Write report-a.json (baseline), records-b.json and slice-N.json (reports of run B's slices)."""
-    from ansible_collections.sipguard.firewall.plugins.module_utils.report import build_report, render_json
+    from ansible_collections.sipguard.firewall.plugins.module_utils.report import build_report
+    from ansible_collections.sipguard.firewall.plugins.module_utils.report_render import render_json
     run_a = synthesize(hosts)
     run_b, edited = perturb(run_a)
 

@@ -22,7 +22,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(HERE), "unit"))
 import record_fixtures as F  # noqa: E402
 
 from ansible_collections.sipguard.firewall.plugins.module_utils.host_record import build_host_record  # noqa: E402
-from ansible_collections.sipguard.firewall.plugins.module_utils.report import build_report, render_html  # noqa: E402
+from ansible_collections.sipguard.firewall.plugins.module_utils.report import build_report  # noqa: E402
+from ansible_collections.sipguard.firewall.plugins.module_utils.report_render import render_html  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(
