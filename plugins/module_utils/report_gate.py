@@ -150,29 +150,45 @@ def _through(item):
     return item.get("via") or "an unknown path"
 
 
+PROBE_REACHED = ("open", "closed")
+
+
 def alert_body(report, report_url=None, confirmed=None):
     """The webhook body when something opened since the last run or a waiver expired, else None.
 
-    ``confirmed`` (a set of ``"host key"`` strings, or None to trust this run) keeps only the
-    opened ports a second probe confirmed (see the report role's confirmation step).
-    Slack-compatible (``text``) plus structured fields for generic receivers.
+    ``confirmed`` (a set of ``"host key"`` strings, or None to trust this run) keeps only those
+    opened ports (see confirm_alert()). Slack-compatible (``text``) plus structured fields for
+    generic receivers.
     """
     opened = alert_items(report)
     if confirmed is not None:
         opened = [item for item in opened if "%s %s" % (item["host"], item["key"]) in confirmed]
     expired = [w for w in report.get("waivers") or [] if w["status"] == "expired"]
+    meta = {
+        "run_id": report.get("run_id"),
+        "generated_at": report.get("generated_at"),
+        "baseline": report.get("baseline"),
+        "summary": dict((k, v) for k, v in report["summary"].items() if k != "by_key"),
+        "report_url": report_url or None,
+    }
+    return _alert(meta, opened, expired)
+
+
+def _alert(meta, opened, expired):
     if not opened and not expired:
         return None
     lines = []
     if opened:
         lines.append("sipguard: SIP opened on %d port(s) since run %s" % (
-            len(opened), (report.get("baseline") or {}).get("run_id")))
+            len(opened), (meta.get("baseline") or {}).get("run_id")))
         for item in opened[:20]:
             since = "since %s" % item["since"]
-            if item["last_seen_closed"]:
+            if item.get("last_seen_closed"):
                 since += " (%s at %s)" % (item["before"], item["last_seen_closed"])
-            lines.append("- %s on %s opened through %s, %s: %s" % (
-                item["key"], item["host"], _through(item), since, item.get("reason", "")))
+            check = {"open": "; a second probe got a SIP answer", "closed": "; a second probe reached the host",
+                     "no-target": "; not probed again: no probe target"}.get(item.get("confirmed_by"), "")
+            lines.append("- %s on %s opened through %s, %s: %s%s" % (
+                item["key"], item["host"], _through(item), since, item.get("reason", ""), check))
         if len(opened) > 20:
             lines.append("- ... and %d more" % (len(opened) - 20))
     if expired:
@@ -180,16 +196,34 @@ def alert_body(report, report_url=None, confirmed=None):
         for waiver in expired[:20]:
             lines.append("- %s (owner %s, expired %s): %s" % (
                 waiver["id"], waiver["owner"], waiver["expires"], ", ".join(waiver["matched"])))
-    if report_url:
-        lines.append(report_url)
-    return {
-        "text": "\n".join(lines),
-        "sipguard": {
-            "run_id": report.get("run_id"),
-            "generated_at": report.get("generated_at"),
-            "baseline": report.get("baseline"),
-            "summary": dict((k, v) for k, v in report["summary"].items() if k != "by_key"),
-            "opened": opened,
-            "expired_waivers": expired,
-        },
-    }
+    if meta.get("report_url"):
+        lines.append(meta["report_url"])
+    body = dict(meta, opened=opened, expired_waivers=expired)
+    return {"text": "\n".join(lines), "sipguard": body}
+
+
+def confirm_alert(alert, reached):
+    """The alert with only the opened ports a second probe confirmed, or None when nothing is left.
+
+    ``reached`` maps ``"host key"`` to the second probe's state for that port (or ``no-target``
+    when the host has no probe target, which keeps the port in: what cannot be checked again is
+    not dropped). A port is confirmed when the second probe got through the firewall (PROBE_REACHED:
+    a SIP answer, or a TCP reset / ICMP port unreachable from the host itself); one lost packet, or a
+    rule removed again since, gives ``filtered`` and no alert. The gate and the report are not
+    affected: they already counted the change. Expired waivers are always kept.
+    """
+    if not alert:
+        return None
+    body = alert["sipguard"]
+    opened, unconfirmed = [], []
+    for item in body.get("opened") or []:
+        state = reached.get("%s %s" % (item["host"], item["key"]))
+        if state in PROBE_REACHED or state == "no-target":
+            opened.append(dict(item, confirmed_by=state))
+        else:
+            unconfirmed.append(dict(item, second_probe=state))
+    meta = dict((k, v) for k, v in body.items() if k not in ("opened", "expired_waivers", "unconfirmed"))
+    confirmed = _alert(meta, opened, body.get("expired_waivers") or [])
+    if confirmed is not None:
+        confirmed["sipguard"]["unconfirmed"] = unconfirmed
+    return confirmed
