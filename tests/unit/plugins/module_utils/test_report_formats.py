@@ -226,3 +226,44 @@ def test_evidence_is_deterministic_and_maps_findings_to_controls(report_b, tmp_p
         for finding in record_findings(record):
             assert "%s\t%s\t%s\t" % (host, finding.get("key") or "-", finding["kind"]) in controls
     assert "UBTU-22-251030" in controls
+
+
+# ----------------------------------------------------------------------------- the task writes them
+
+def _params(tmp_path, **extra):
+    from ansible_collections.sipguard.firewall.plugins.module_utils.report_task import ARGUMENT_SPEC
+    params = dict((key, spec.get("default")) for key, spec in ARGUMENT_SPEC.items())
+    params.update(report_dir=str(tmp_path / "report"), formats=["json", "sarif", "prometheus", "evidence"])
+    params.update(extra)
+    return params
+
+
+def test_task_writes_the_new_formats_and_the_textfile(records, tmp_path):
+    from ansible_collections.sipguard.firewall.plugins.module_utils.report_task import run
+    textfile = tmp_path / "node-exporter"
+    textfile.mkdir()
+    params = _params(tmp_path, records=list(records.values()), textfile_dir=str(textfile), keep_history=1,
+                     waivers=WAIVERS)
+    first = run(dict(params, run_id="one"))
+    assert sorted(os.listdir(str(tmp_path / "report"))) == [
+        ".sipguard.lock", "evidence-one.tar.gz", "history", "report.json", "report.prom", "report.sarif"]
+    assert (textfile / "sipguard.prom").read_text() == (tmp_path / "report" / "report.prom").read_text()
+    assert oct(os.stat(str(textfile / "sipguard.prom")).st_mode & 0o777) == "0o644"
+    assert first["paths"]["evidence"].endswith("evidence-one.tar.gz")
+    assert [w["status"] for w in first["waivers"]] == ["active", "expired"]
+    second = run(dict(params, run_id="two"))
+    assert sorted(n for n in os.listdir(str(tmp_path / "report")) if n.startswith("evidence-")) == [
+        "evidence-two.tar.gz"]
+    assert str(tmp_path / "report" / "evidence-one.tar.gz") in second["pruned"]
+
+
+def test_task_refuses_a_missing_textfile_dir_and_bad_waivers_before_writing(records, tmp_path):
+    from ansible_collections.sipguard.firewall.plugins.module_utils.report_task import TaskError, run
+    params = _params(tmp_path, records=list(records.values()), textfile_dir=str(tmp_path / "nope"))
+    with pytest.raises(TaskError, match="textfile_dir: .*nope is not a directory"):
+        run(params)
+    bad = dict(WAIVERS[0], expires="soon")
+    with pytest.raises(TaskError, match=r"waivers\[0\]\.expires: 'soon' is not a date"):
+        run(_params(tmp_path, records=list(records.values()), waivers=[bad]))
+    assert not os.path.exists(str(tmp_path / "report"))
+    assert run(_params(tmp_path, waivers=WAIVERS, check_only=True))["waivers"][1]["id"] == "old"
