@@ -419,17 +419,30 @@ def iter_html(report):
         out.append(
             '<tbody data-host="%s"><tr class="row %s" aria-expanded="false"><td>%s</td>'
             '<td data-sort="%d"><span class="badge %s">%s</span></td><td data-sort="%d" class="%s">%d</td>'
-            '<td data-sort="%d">%d</td><td data-sort="%d">%d</td><td data-sort="%d">%d</td><td data-sort="%d">%d</td>'
+            '<td data-sort="%d">%d</td><td data-sort="%d">%d</td><td data-sort="%d">%d</td><td data-sort="%d">%s</td>'
             "<td>%s</td><td data-sort=\"%d\">%d</td></tr>" % (
                 _e(host), status, _e(host), rank, status, status.upper(), states["open"],
                 "st-open" if states["open"] else "", states["open"], states["restricted"], states["restricted"],
                 states["blocked"], states["blocked"], admitted, admitted, len(record["findings"]),
-                len(record["findings"]), _e(_ufw_text(record.get("ufw"))), len(changes), len(changes)))
+                "%d (%d waived)" % (len(record["findings"]), record["waived"]) if record.get("waived")
+                else str(len(record["findings"])), _e(_ufw_text(record.get("ufw"))), len(changes), len(changes)))
         out.append('<tr class="detail" hidden><td colspan="%d">%s</td></tr></tbody>' % (
             len(_COLUMNS), _html_detail(record, changes)))
         yield "".join(out)
         out = []
     out.append("</table>")
+    if report.get("waivers"):
+        out.append('<h2>Waivers (%d)</h2><table id="waivers"><thead><tr><th>Waiver</th><th>Status</th><th>Covers</th>'
+                   "<th>Owner</th><th>Reason</th><th>Expires</th><th>Matched</th></tr></thead><tbody>"
+                   % len(report["waivers"]))
+        for waiver in report["waivers"]:
+            out.append('<tr><td>%s</td><td><span class="badge %s">%s</span></td><td>%s %s/%s %s</td><td>%s</td>'
+                       "<td>%s</td><td>%s</td><td>%s</td></tr>" % (
+                           _e(waiver["id"]), _e(waiver["status"]), _e(waiver["status"].upper()), _e(waiver["host"]),
+                           _e(waiver["port"]), _e(waiver["proto"]), _e(waiver.get("family") or "both"),
+                           _e(waiver["owner"]), _e(waiver["reason"]), _e(waiver["expires"]),
+                           _e(", ".join(waiver["matched"]) or "nothing")))
+        out.append("</tbody></table>")
     out.append("<h2>Changes since the previous run (%d)</h2>" % len(report["changes"]))
     if report["changes"]:
         out.append("<table><thead><tr><th>Host</th><th>Kind</th><th>Port</th><th>Change</th></tr></thead><tbody>")
