@@ -87,7 +87,7 @@ options:
     description:
       - Files to write. Without V(json) neither C(report.json) nor the history is written, so the next
         run compares with the same baseline as this one.
-      - V(sarif) writes C(report.sarif) (SARIF 2.1.0 for GitHub/GitLab code scanning: one result per finding,
+      - V(sarif) writes C(report.sarif) (SARIF 2.1.0 for GitHub/GitLab code scanning; one result per finding,
         one rule per finding kind, stable C(partialFingerprints)).
       - V(prometheus) writes C(report.prom) (gauges in the text exposition format; see also O(textfile_dir)).
       - V(evidence) writes C(evidence-<run_id>.tar.gz) (per host the inputs of its verdict, C(report.json),
@@ -145,7 +145,7 @@ options:
     description:
       - Accepted exposures. Each is a dict with C(host) (an fnmatch pattern of inventory names), C(port),
         C(proto) (V(udp) or V(tcp)), optionally C(family) (V(ipv4) or V(ipv6); both when left out) and
-        C(sources) (addresses or networks: the waiver then covers a port restricted to senders inside them,
+        C(sources) (addresses or networks; the waiver then covers a port restricted to senders inside them,
         never a port open to anyone), C(owner), C(reason), C(expires) (a date, C(YYYY-MM-DD)), optionally C(id).
       - A finding a waiver covers stays in every format, marked waived, and does not make the host
         non-compliant. From its C(expires) day on it counts again, and the waiver is reported C(expired)
@@ -175,7 +175,7 @@ options:
     version_added: 1.2.0
   confirmed:
     description:
-      - Keep only these opened ports in RV(alert) (C("host port/proto/family") strings). Default: all.
+      - Keep only these opened ports in RV(alert) (C("host port/proto/family") strings); by default all are kept.
         The report role uses the P(sipguard.firewall.confirm_alert#filter) filter instead.
     type: list
     elements: str
