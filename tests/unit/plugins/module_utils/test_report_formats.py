@@ -267,3 +267,13 @@ def test_task_refuses_a_missing_textfile_dir_and_bad_waivers_before_writing(reco
         run(_params(tmp_path, records=list(records.values()), waivers=[bad]))
     assert not os.path.exists(str(tmp_path / "report"))
     assert run(_params(tmp_path, waivers=WAIVERS, check_only=True))["waivers"][1]["id"] == "old"
+
+
+def test_controls_table_in_the_docs_is_the_code():
+    path = os.path.join(F.HERE, "..", "..", "docs", "report-schema.md")
+    with open(path) as fh:
+        text = fh.read()
+    section = text[text.index("Finding kinds and the controls they give evidence for"):]
+    rows = dict(re.findall(r"^\| `([a-z-]+)` \| (.+) \|$", section, re.M)[:6])
+    assert rows == dict((kind, "; ".join(CONTROLS[kind])) for kind in rows)
+    assert set(rows) == set(k for k in CONTROLS if CONTROLS[k])
