@@ -277,3 +277,25 @@ def test_controls_table_in_the_docs_is_the_code():
     rows = dict(re.findall(r"^\| `([a-z-]+)` \| (.+) \|$", section, re.M)[:6])
     assert rows == dict((kind, "; ".join(CONTROLS[kind])) for kind in rows)
     assert set(rows) == set(k for k in CONTROLS if CONTROLS[k])
+
+
+def test_raw_inputs_reach_the_evidence_bundle(records, tmp_path):
+    """ufw_info's opt-in raw inputs (from ufw_host.gather()'s dict, here a lab host's recorded files)
+    travel in the host record into the bundle, under the manifest."""
+    import lab_fixtures
+    from ansible_collections.sipguard.firewall.plugins.module_utils.host_record import build_host_record, raw_inputs
+    host = lab_fixtures.hosts()[0]
+    inputs = raw_inputs(lab_fixtures.raw(host))
+    assert inputs["command/iptables_save"].startswith("#") or "*filter" in inputs["command/iptables_save"]
+    assert "file/user_rules" in inputs
+    info = F._info(records["deny"])
+    info["raw_inputs"] = inputs
+    record = build_host_record("deny", info, F._probes(records["deny"]))
+    assert build_host_record("deny", F._info(records["deny"])).get("raw_inputs") is None  # opt-in only
+    report = build_report({"deny": record}, run_id="raw", generated_at=T_B)
+    names = _extract(evidence_bytes(report), tmp_path)
+    assert "evidence-raw/hosts/deny/raw/command_iptables_save" in names
+    assert "evidence-raw/hosts/deny/raw/file_user_rules" in names
+    proc = subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=str(tmp_path / "evidence-raw"),
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, check=False)
+    assert proc.returncode == 0, proc.stdout
