@@ -508,8 +508,8 @@ SARIF_RULES = {
 def _fingerprint(host, finding):
     """Stable across runs: the host, the finding's kind and key (and a probe's address), nothing
     that changes from run to run (reasons, rule numbers, times)."""
-    ident = "|".join(str(part) for part in (host, finding["kind"], finding.get("key") or "",
-                                               finding.get("address") or ""))
+    parts = (host, finding["kind"], finding.get("key") or "", finding.get("address") or "")
+    ident = "|".join(str(part) for part in parts)
     return hashlib.sha256(ident.encode("utf-8")).hexdigest()
 
 

@@ -206,8 +206,8 @@ def test_report_role_waivers(fleet, webhook):
     expired and stale ones are in the report; the expired one fails the gate and alerts."""
     url, received = webhook
     records = F.load_records()
-    rc, out = _play(fleet, records, {"sipguard_waivers": [{"host": "allow-proto", "port": 5060, "proto": "udp",
-                                                            "owner": "voice", "reason": "trunk"}]})
+    incomplete = {"host": "allow-proto", "port": 5060, "proto": "udp", "owner": "voice", "reason": "trunk"}
+    rc, out = _play(fleet, records, {"sipguard_waivers": [incomplete]})
     assert rc != 0 and "waivers[0]: missing expires (a waiver needs host, port, proto, owner, reason, expires)" in out
     assert not (fleet / "report").exists()
     waivers = [{"id": "trunk", "host": "allow-*", "port": 5060, "proto": "udp", "owner": "voice", "reason": "trunk",
