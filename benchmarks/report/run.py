@@ -39,7 +39,9 @@ def hwm_kb():
     with open("/proc/self/status") as fh:
         return int([l for l in fh if l.startswith("VmHWM")][0].split()[1])
 from ansible_collections.sipguard.firewall.plugins.module_utils.report import (
-    build_report, merge_reports, iter_format, gate, loads_report)
+    build_report, merge_reports, loads_report)
+from ansible_collections.sipguard.firewall.plugins.module_utils.report_gate import gate
+from ansible_collections.sipguard.firewall.plugins.module_utils.report_render import iter_format
 from ansible_collections.sipguard.firewall.plugins.module_utils.report_store import publish
 out = {"rss_imports_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}
 phase, inputs = sys.argv[1], sys.argv[2:]
