@@ -179,6 +179,9 @@ def apply_waivers(hosts, waivers, today):
     matched = dict((waiver["id"], []) for waiver in waivers)
     out = {}
     for host, record in hosts.items():
+        if not waivers and record.get("waived") is None:
+            out[host] = record  # nothing to mark, nothing marked before: shared, not copied
+            continue
         exposure = _exposure(record)
         details = []
         for finding in record_findings(record):

@@ -184,7 +184,7 @@ def test_waivers_only_ever_mark_findings(waivers, today):
         # no finding appears or disappears; only the waiver mark differs
         assert [dict((k, v) for k, v in f.items() if k != "waiver") for f in after] == before
         assert record["compliant"] == all(is_waived(f) for f in after)
-        assert record["waived"] == sum(1 for f in after if is_waived(f))
+        assert record.get("waived", 0) == sum(1 for f in after if is_waived(f))
         for finding in after:
             if is_waived(finding):
                 assert finding["waiver"]["expires"] > today.isoformat()
