@@ -22,7 +22,6 @@ from ansible_collections.sipguard.firewall.plugins.module_utils.host_record impo
     FAMILIES,
     SCHEMA_VERSION as RECORD_SCHEMA_VERSION,
     STATES,
-    PROBE_ADMITTED,
     exposure_key,
 )
 from ansible_collections.sipguard.firewall.plugins.module_utils.waivers import apply_waivers
@@ -38,7 +37,6 @@ CHANGE_KINDS = (
 RUN_KEYS = ("generated_at", "run_id", "sources")
 WAIVER_STATUSES = ("active", "expired", "stale")
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-_STATE_RANK = {"open": 0, "restricted": 1, "blocked": 2}
 
 
 class ReportError(ValueError):
@@ -118,10 +116,6 @@ def normalize_records(records, where="records"):
 
 def _exposure_by_key(record):
     return dict((exposure_key(item), item) for item in record.get("exposure") or [])
-
-
-def _probe_key(probe):
-    return "%s/%s/%s" % (probe.get("port"), probe.get("transport"), probe.get("family"))
 
 
 def has_result(record):

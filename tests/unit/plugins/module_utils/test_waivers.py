@@ -139,7 +139,7 @@ def test_sources_waive_a_restriction_inside_them_only(records):
     def waived(sources):
         waivers = parse_waivers([_waiver(host="source-restricted", sources=sources)])
         report = build_report(records, run_id="r", generated_at=T_B, waivers=waivers)
-        return report["waivers"][0]["status"], [w for w in report["waivers"][0]["matched"]]
+        return report["waivers"][0]["status"], list(report["waivers"][0]["matched"])
     # source-restricted: 5060/udp/ipv4 restricted "from 198.18.0.250/32"; allow_restricted was true when
     # recorded, so the restriction is no finding: strict records make it one.
     assert waived(["198.18.0.0/24"])[0] == "stale"
