@@ -7,6 +7,8 @@ import os
 import re
 import subprocess
 import tempfile
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from xml.etree import ElementTree
 
 import jsonschema
@@ -177,6 +179,39 @@ def test_waivers_valid_expired_stale_and_malformed_on_the_lab(report_lab):
     assert report["hosts"]["r-open"]["compliant"] and report["hosts"]["r-open"]["exposed"]
     assert [c["kind"] for c in report["changes"] if c["host"] == "r-open"] == ["compliance_changed"]
     assert "- r-open became compliant" in open(os.path.join(report_dir, "report.md")).read()
+
+    # someone opens 5060/tcp on r-opens: the webhook is told after a second probe from the
+    # controller got a SIP answer; what opened, where, through which rule, since when
+    received = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 (http.server's naming)
+            received.append(json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0")))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    sglab("exec", "r-opens", "--", "ufw", "allow", "5060/tcp")
+    try:
+        third = playbook(report_lab, "sipguard.firewall.gate", report_dir, "-e", json.dumps({
+            "sipguard_waivers": waivers, "sipguard_gate_fail_on": ["regression"],
+            "sipguard_webhook_url": "http://127.0.0.1:%d/hook" % server.server_address[1]}))
+    finally:
+        sglab("exec", "r-opens", "--", "ufw", "delete", "allow", "5060/tcp")
+        server.shutdown()
+        server.server_close()
+    assert third.returncode == 2 and "regression: 5060/tcp/ipv4 on r-opens opened (it was blocked)" in third.stdout
+    assert "Probe the opened ports again" in third.stdout
+    assert len(received) == 1, third.stdout[-3000:]
+    opened = received[0]["sipguard"]["opened"]
+    assert sorted(o["key"] for o in opened) == ["5060/tcp/ipv4", "5060/tcp/ipv6"]
+    assert all(o["confirmed_by"] == "open" and o["via"] == "ufw" and o["rule"] for o in opened)
+    assert "- 5060/tcp/ipv4 on r-opens opened through ufw rule" in received[0]["text"]
+    assert "; a second probe got a SIP answer" in received[0]["text"]
 
 
 # ----------------------------------------------------------------------------- docs/ci-gate.md
