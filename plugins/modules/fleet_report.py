@@ -325,7 +325,9 @@ changes:
     - {"host": "web1", "key": "5060/udp/ipv4", "kind": "opened", "before": "blocked", "after": "open",
        "reason": "ufw rule 2 (ALLOW IN 5060/udp from Anywhere) accepts"}
 paths:
-  description: Path of each written (in check mode, each would-be written) format.
+  description:
+    - Path of each written (in check mode, each would-be written) format; C(textfile) is the copy of
+      C(report.prom) in O(textfile_dir).
   returned: always
   type: dict
   sample: {"json": "/var/lib/sipguard/report/report.json", "html": "/var/lib/sipguard/report/report.html",
