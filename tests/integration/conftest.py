@@ -1,5 +1,6 @@
 """Integration tests run against the namespace lab (tests/lab/sglab.py), as root."""
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -22,6 +23,22 @@ def sglab(*args, check=True):
     if check and proc.returncode != 0:
         raise AssertionError("sglab %s failed: %s" % (" ".join(args), proc.stderr))
     return proc
+
+
+def sglab_module():
+    """tests/lab/sglab.py as a module (its host_argv, init_pid, start_init)."""
+    if "sglab" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("sglab", SGLAB)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        sys.modules["sglab"] = module
+    return sys.modules["sglab"]
+
+
+def host_argv(lab, host, argv):
+    """``argv`` run inside lab host ``host`` as one of its own processes (its PID and mount
+    namespaces: its /run, its /proc), as an admin logged in on it would run it."""
+    return sglab_module().host_argv(lab["hosts"][host]["netns"], argv)
 
 
 def lab_up(scenario):
