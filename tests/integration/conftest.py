@@ -82,3 +82,20 @@ def exposure_lab():
     if os.geteuid() != 0:
         pytest.fail("the lab tests need root (network namespaces)")
     return lab_up("exposure.yml")
+
+
+# Test modules grouped by the lab scenario they bring up, read-only ones first within a group: the lab
+# is rebuilt only when the scenario changes or a test changed a host (each scenario replaces the last).
+SCENARIO_ORDER = (
+    "test_ufw_info_lab", "test_sip_probe_lab", "test_plain_inventory_lab",  # exposure.yml, read-only
+    "test_apply_methods_lab",                                                # exposure.yml, closes every host
+    "test_close_lab", "test_guard_lab", "test_rollback_lab",                 # close.yml
+    "test_close_playbook_lab", "test_report_lab", "test_report_concurrency_lab", "test_runner_lab",  # report.yml
+)
+
+
+def pytest_collection_modifyitems(items):
+    def rank(item):
+        name = item.module.__name__.rsplit(".", 1)[-1]
+        return SCENARIO_ORDER.index(name) if name in SCENARIO_ORDER else len(SCENARIO_ORDER)
+    items.sort(key=rank)  # stable: the order inside a module stays
