@@ -303,24 +303,21 @@ def create_netns(ns, index, veth):
 
 
 def kill_namespace_processes(ns):
-    pids = run(["ip", "netns", "pids", ns], check=False).stdout.split()
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        alive = []
-        for pid in pids:
-            try:
-                os.kill(int(pid), sig)
-                alive.append(pid)
-            except (ProcessLookupError, ValueError):
-                pass
-        if not alive:
-            return
-        deadline = time.time() + 3
-        while time.time() < deadline:
-            alive = [p for p in alive if os.path.exists("/proc/%s" % p)]
-            if not alive:
-                return
-            time.sleep(0.05)
-        pids = alive
+    """Power the host off: SIGKILL to every process in its network namespace (its init first, which
+    takes the host's whole PID namespace with it), then wait until they are gone."""
+    pid = init_pid(ns)
+    pids = ([str(pid)] if pid else []) + run(["ip", "netns", "pids", ns], check=False).stdout.split()
+    alive = []
+    for pid in pids:
+        try:
+            os.kill(int(pid), signal.SIGKILL)
+            alive.append(pid)
+        except (ProcessLookupError, ValueError):
+            pass
+    deadline = time.time() + 5
+    while alive and time.time() < deadline:
+        alive = [p for p in alive if os.path.exists("/proc/%s" % p)]
+        time.sleep(0.02)
 
 
 def destroy_namespace(ns):
@@ -585,10 +582,11 @@ def up(scenario_path, workdir, jobs=8):
     wanted = {PREFIX + h["name"] for h in scenario["hosts"]}
     wanted |= {PREFIX + h["name"] + "-c" for h in scenario["hosts"] if h.get("container")}
     wanted |= {PREFIX + v["name"] for v in scenario["vantages"]}
-    for ns in list_lab_namespaces():
-        if ns not in wanted:
-            log("removing stale %s" % ns)
-            destroy_namespace(ns)
+    stale = [ns for ns in list_lab_namespaces() if ns not in wanted]
+    if stale:
+        log("removing %d stale namespaces" % len(stale))
+        with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
+            list(pool.map(destroy_namespace, stale))
     ensure_bridge()
     for vantage in scenario["vantages"]:
         build_vantage(vantage)
