@@ -173,9 +173,8 @@ class UfwLock(object):
     """Hold ufw's own lock (the fcntl lock every ufw command takes), so that no ufw command runs
     while this change reads, writes and verifies the rules."""
 
-    # ufw itself waits for its lock without end; a change waits this long. Long enough for a
-    # queue of changes: /run is per host in the field but one /run for every lab namespace, and
-    # 25 forks closing 45 lab hosts take turns on one lock file (60 s was too short there).
+    # ufw itself waits for its lock without end; a change waits this long (an admin's `ufw` left
+    # running at a prompt, a slow `ufw reload` of a large rule set), then fails with nothing changed.
     def __init__(self, path=UFW_LOCK, timeout=300.0):
         self.path = path
         self.timeout = timeout

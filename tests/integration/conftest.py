@@ -1,5 +1,6 @@
 """Integration tests run against the namespace lab (tests/lab/sglab.py), as root."""
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -22,6 +23,22 @@ def sglab(*args, check=True):
     if check and proc.returncode != 0:
         raise AssertionError("sglab %s failed: %s" % (" ".join(args), proc.stderr))
     return proc
+
+
+def sglab_module():
+    """tests/lab/sglab.py as a module (its host_argv, init_pid, start_init)."""
+    if "sglab" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("sglab", SGLAB)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        sys.modules["sglab"] = module
+    return sys.modules["sglab"]
+
+
+def host_argv(lab, host, argv):
+    """``argv`` run inside lab host ``host`` as one of its own processes (its PID and mount
+    namespaces: its /run, its /proc), as an admin logged in on it would run it."""
+    return sglab_module().host_argv(lab["hosts"][host]["netns"], argv)
 
 
 def lab_up(scenario):
@@ -65,3 +82,20 @@ def exposure_lab():
     if os.geteuid() != 0:
         pytest.fail("the lab tests need root (network namespaces)")
     return lab_up("exposure.yml")
+
+
+# Test modules grouped by the lab scenario they bring up, read-only ones first within a group: the lab
+# is rebuilt only when the scenario changes or a test changed a host (each scenario replaces the last).
+SCENARIO_ORDER = (
+    "test_ufw_info_lab", "test_sip_probe_lab", "test_plain_inventory_lab",  # exposure.yml, read-only
+    "test_apply_methods_lab",                                                # exposure.yml, closes every host
+    "test_close_lab", "test_guard_lab", "test_rollback_lab",                 # close.yml
+    "test_close_playbook_lab", "test_report_lab", "test_report_concurrency_lab", "test_runner_lab",  # report.yml
+)
+
+
+def pytest_collection_modifyitems(items):
+    def rank(item):
+        name = item.module.__name__.rsplit(".", 1)[-1]
+        return SCENARIO_ORDER.index(name) if name in SCENARIO_ORDER else len(SCENARIO_ORDER)
+    items.sort(key=rank)  # stable: the order inside a module stays

@@ -62,9 +62,11 @@ class Interleaved(HostRunner):
 
 
 def main():
-    here = subprocess.run(["ip", "netns", "identify", str(os.getpid())], stdout=subprocess.PIPE, check=False)
-    if not here.stdout.decode().strip().startswith("sg-"):
-        sys.exit("interleave_change.py changes the firewall: run it inside a lab host (ip netns exec sg-...)")
+    # Inside a lab host /etc/ufw is the host's own overlay, mounted from /etc/netns/sg-<host>/ufw.
+    with open("/proc/self/mountinfo") as fh:
+        lab_ufw = [ln for ln in fh if ln.split()[4] == "/etc/ufw" and "/etc/netns/sg-" in ln.split()[3]]
+    if not lab_ufw:
+        sys.exit("interleave_change.py changes the firewall: run it inside a lab host (sglab.py exec HOST --)")
     runner = Interleaved(Module(), sys.argv[1] == "lock", sys.argv[2:])
     request = ChangeRequest({"ports": ["5060/udp"], "apply": "files"})
     try:

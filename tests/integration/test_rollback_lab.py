@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from conftest import HERE, adhoc, lab_up
+from conftest import HERE, adhoc, host_argv, lab_up, sglab_module
 
 PIDFILE = "/run/sipguard-lab-%s-sshd.pid"  # sglab's sshd PidFile
 
@@ -27,9 +27,7 @@ def lab():
 
 
 def nsexec(lab, host, argv, check=True):
-    ns = lab["hosts"][host]["netns"]
-    assert ns.startswith("sg-")
-    proc = subprocess.run(["ip", "netns", "exec", ns] + list(argv), text=True, stdout=subprocess.PIPE,
+    proc = subprocess.run(host_argv(lab, host, argv), text=True, stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, timeout=120, check=False)
     if check:
         assert proc.returncode == 0, (argv, proc.stdout, proc.stderr)
@@ -66,6 +64,15 @@ def cmdline(pid):
         return ""
 
 
+def nspid(pid):
+    """``pid``'s number in its own (innermost) PID namespace."""
+    try:
+        with open("/proc/%d/status" % pid) as fh:
+            return int([ln.split()[-1] for ln in fh if ln.startswith("NSpid:")][0])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def kill(pids):
     for pid in pids:
         try:
@@ -77,8 +84,9 @@ def kill(pids):
 def kill_ssh(lab, host):
     """Every SSH session to the host and Ansible's connection to it (its ControlPersist master),
     but not the listening sshd: new connections must still be possible."""
-    with open(PIDFILE % lab["hosts"][host]["netns"]) as fh:
-        listener = int(fh.read().strip())
+    # The pid file is in the host's own /run: read it as the host sees it (a pid of the host's PID namespace).
+    listener_nspid = int(nsexec(lab, host, ["cat", PIDFILE % lab["hosts"][host]["netns"]]).stdout.strip())
+    listener = [p for p in ns_pids(lab, host) if nspid(p) == listener_nspid][0]
     sessions = [p for p in ns_pids(lab, host) if p != listener and cmdline(p).startswith("sshd")]
     # Ansible's ControlPersist master renames itself ("ssh: .../cp/... [mux]"): find it by its socket.
     conns = subprocess.run(["ss", "-H", "-t", "-n", "-p", "dst", lab["hosts"][host]["ipv4"]], text=True,
@@ -151,12 +159,17 @@ def test_e_an_unconfirmed_change_is_rolled_back_when_ufw_starts_at_boot(lab):
     changed = snapshot(lab, host)
     assert changed != before
     assert "sipguard" in nsexec(lab, host, ["cat", "/etc/ufw/before.init"]).stdout
-    # "Reboot": every process of the host dies (the watcher with them), netfilter is emptied, then
-    # ufw's boot path runs (ufw.service: ufw-init start), then sshd comes back.
+    # "Reboot": every process of the host dies (the watcher with them) and its /run with its init,
+    # netfilter is emptied, the host boots (a new init, an empty /run), ufw's boot path runs
+    # (ufw.service: ufw-init start), then sshd comes back.
     directory = os.path.dirname(result["rollback"]["armed"])
     assert holders(lab, host, os.path.join(directory, "watcher.lock"))
     kill(ns_pids(lab, host))
-    time.sleep(0.5)
+    deadline = time.time() + 5
+    while ns_pids(lab, host) and time.time() < deadline:
+        time.sleep(0.05)
+    assert not ns_pids(lab, host)
+    sglab_module().start_init(lab["hosts"][host]["netns"])
     nsexec(lab, host, ["/lib/ufw/ufw-init", "force-stop"])
     assert not [ln for ln in nsexec(lab, host, ["iptables-save"]).stdout.splitlines() if "user-input" in ln]
     nsexec(lab, host, ["/lib/ufw/ufw-init", "start"])
@@ -172,8 +185,8 @@ def test_e_an_unconfirmed_change_is_rolled_back_when_ufw_starts_at_boot(lab):
 
 def interleave(lab, host, mode, other=("ufw", "allow", "7000/tcp")):
     env = dict(os.environ, PYTHONPATH=os.environ.get("ANSIBLE_COLLECTIONS_PATH", ""))
-    proc = subprocess.run(["ip", "netns", "exec", lab["hosts"][host]["netns"], sys.executable,
-                           os.path.join(HERE, "interleave_change.py"), mode] + list(other),
+    proc = subprocess.run(host_argv(lab, host, [sys.executable, os.path.join(HERE, "interleave_change.py"), mode]
+                                    + list(other)),
                           text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, timeout=180,
                           check=False)
     assert proc.returncode == 0, proc.stderr
@@ -211,10 +224,11 @@ def test_f_a_ufw_command_between_planning_and_applying_is_not_lost(lab):
 
 
 def test_f_a_ufw_command_from_another_mount_namespace_is_waited_for_too(lab):
-    # An admin's `ip netns exec <host> ufw ...` runs in a mount namespace of its own, with the host's /etc/ufw.
+    # A ufw command in a mount namespace of its own (a systemd unit with PrivateTmp=, a tool's sandbox),
+    # which sees the host's /etc/ufw through other mounts.
     host = "c-txn-ns"
-    outcome = interleave(lab, host, "lock", ["ip", "netns", "exec", lab["hosts"][host]["netns"], "ufw", "allow",
-                                             "7000/tcp"])
+    outcome = interleave(lab, host, "lock", ["unshare", "--mount", "--propagation", "private", "--", "ufw",
+                                             "allow", "7000/tcp"])
     assert_both_changes(lab, host, outcome)
 
 

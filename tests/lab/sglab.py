@@ -7,6 +7,14 @@ its own UFW configuration (``/etc/netns/sg-<name>/ufw`` and ``.../default``, whi
 (config under ``/etc/netns/sg-<name>/ssh``, so ``sshd -T`` inside the host sees it),
 and optionally a real kamailio on 5060/udp+tcp for IPv4 and IPv6.
 
+Like a real machine, each host has its own process table and its own ``/run``: the host's
+processes (sshd and every SSH session, so every Ansible module; kamailio; anything a test starts
+with ``host_argv``) run under a small init (PID 1 of a PID namespace of the host's own, in a
+mount namespace with its own ``/proc`` and a tmpfs on ``/run``). So ``ss -p`` and ``/proc`` on a
+lab host see that host's processes only, and ufw's ``/run/ufw.lock`` and iptables'
+``/run/xtables.lock`` are the host's own, not one lock for the whole lab. Killing the init is a
+power cut: every process of the host dies and ``/run`` is gone, as at a reboot.
+
 Safety: every ufw/iptables command runs through ``ip netns exec sg-*``; the
 functions that run them refuse a namespace that is not a lab namespace, and refuse to
 run ufw when the host's ``/etc/netns`` overlay is missing (ufw would then edit the
@@ -17,7 +25,7 @@ Usage::
     sglab.py up SCENARIO.yml [--workdir DIR]   # create or refresh the lab (idempotent)
     sglab.py down [--workdir DIR]              # remove every lab namespace and file
     sglab.py status [--workdir DIR]
-    sglab.py exec HOST -- CMD ARGS...          # run a command inside a lab host
+    sglab.py exec HOST -- CMD ARGS...          # run a command inside a lab host (its processes, its /run)
     sglab.py record OUTDIR                     # record what ufw_info reads, for unit tests
     sglab.py probe [--from VANTAGE] -- TARGETS --ports 5060/udp ...   # SIP probes from a vantage
 """
@@ -101,9 +109,75 @@ def _check_ns(ns):
         raise LabError("refusing to act on namespace %r: lab namespaces start with %r" % (ns, PREFIX))
 
 
-def nsexec(ns, argv, **kw):
+# PID 1 of a lab host: makes the host's /run, then reaps the orphans of the host (as init does).
+# The marker in its argv is how init_pid() finds it among the namespace's processes.
+INIT_MARK = "sglab-host-init"
+INIT_CODE = """
+import os, signal, subprocess, sys, time
+subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=0755,nosuid,nodev", "tmpfs", "/run"], check=True)
+os.makedirs("/run/sshd", mode=0o755)
+signal.signal(signal.SIGTERM, lambda *a: os._exit(0))
+print("ready", flush=True)
+null = os.open(os.devnull, os.O_RDWR)
+for fd in (0, 1, 2):
+    os.dup2(null, fd)
+while True:
+    try:
+        os.waitpid(-1, 0)
+    except ChildProcessError:
+        time.sleep(1)
+"""
+
+
+def init_pid(ns):
+    """The host's init (its PID 1) as a PID of this machine, or None (no init: a vantage, a container)."""
+    for pid in run(["ip", "netns", "pids", ns], check=False).stdout.split():
+        try:
+            with open("/proc/%s/cmdline" % pid, "rb") as fh:
+                argv = fh.read().split(b"\0")
+            with open("/proc/%s/status" % pid) as fh:
+                nspid = [ln.split()[1:] for ln in fh if ln.startswith("NSpid:")]
+        except OSError:
+            continue
+        if INIT_MARK.encode() in argv and nspid and nspid[0][-1] == "1":
+            return int(pid)
+    return None
+
+
+def start_init(ns):
+    """Boot the host: a new init with a fresh /run (the host's processes, if any, must be gone)."""
     _check_ns(ns)
-    return run(["ip", "netns", "exec", ns] + list(argv), **kw)
+    if init_pid(ns) is not None:
+        raise LabError("%s already has an init" % ns)
+    proc = subprocess.Popen(["ip", "netns", "exec", ns, "unshare", "--pid", "--fork", "--mount",
+                             "--propagation", "private", "--mount-proc", sys.executable, "-c", INIT_CODE, INIT_MARK],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    line = proc.stdout.readline()
+    if line.strip() != b"ready":
+        proc.kill()
+        raise LabError("%s: the host's init did not start: %s" % (ns, proc.stderr.read().decode(errors="replace")))
+    proc.stdout.close()
+    proc.stderr.close()
+    deadline = time.time() + 5
+    while init_pid(ns) is None:
+        if time.time() > deadline:
+            raise LabError("%s: the host's init is not found" % ns)
+        time.sleep(0.05)
+
+
+def host_argv(ns, argv):
+    """``argv`` run inside lab host ``ns``: in its network, PID and mount namespaces when it has an init
+    (a lab host), else through ``ip netns exec`` (a vantage, a container, a host being built)."""
+    _check_ns(ns)
+    pid = init_pid(ns)
+    if pid is None:
+        return ["ip", "netns", "exec", ns] + list(argv)
+    return ["nsenter", "--target", str(pid), "--net", "--pid", "--mount", "--"] + list(argv)
+
+
+def nsexec(ns, argv, **kw):
+    return run(host_argv(ns, argv), **kw)
 
 
 def ufw(ns, args, **kw):
@@ -229,24 +303,21 @@ def create_netns(ns, index, veth):
 
 
 def kill_namespace_processes(ns):
-    pids = run(["ip", "netns", "pids", ns], check=False).stdout.split()
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        alive = []
-        for pid in pids:
-            try:
-                os.kill(int(pid), sig)
-                alive.append(pid)
-            except (ProcessLookupError, ValueError):
-                pass
-        if not alive:
-            return
-        deadline = time.time() + 3
-        while time.time() < deadline:
-            alive = [p for p in alive if os.path.exists("/proc/%s" % p)]
-            if not alive:
-                return
-            time.sleep(0.05)
-        pids = alive
+    """Power the host off: SIGKILL to every process in its network namespace (its init first, which
+    takes the host's whole PID namespace with it), then wait until they are gone."""
+    pid = init_pid(ns)
+    pids = ([str(pid)] if pid else []) + run(["ip", "netns", "pids", ns], check=False).stdout.split()
+    alive = []
+    for pid in pids:
+        try:
+            os.kill(int(pid), signal.SIGKILL)
+            alive.append(pid)
+        except (ProcessLookupError, ValueError):
+            pass
+    deadline = time.time() + 5
+    while alive and time.time() < deadline:
+        alive = [p for p in alive if os.path.exists("/proc/%s" % p)]
+        time.sleep(0.02)
 
 
 def destroy_namespace(ns):
@@ -342,6 +413,10 @@ def start_kamailio(ns, name, workdir, addresses):
     write(cfg, KAMAILIO_CFG.format(listen=kamailio_listen(addresses), name=name, mpath=KAMAILIO_MODULES))
     rundir = os.path.join(hostdir, "kamailio-run-%s" % ns)
     os.makedirs(rundir, exist_ok=True)
+    # A pid file of the host's earlier life names a pid of an earlier PID namespace, which may well
+    # be a live process of this one (pids start at 1 again): kamailio would refuse to start.
+    if os.path.exists(os.path.join(rundir, "kamailio.pid")):
+        os.remove(os.path.join(rundir, "kamailio.pid"))
     nsexec(ns, ["kamailio", "-f", cfg, "-P", os.path.join(rundir, "kamailio.pid"), "-Y", rundir,
                 "-m", "16", "-M", "4"], timeout=30)
 
@@ -350,8 +425,9 @@ def setup_container(ns, host, workdir):
     """A Docker-style 'container': a nested namespace behind a DNAT on the host."""
     cns = ns + "-c"
     run(["ip", "netns", "add", cns])
+    # Network plumbing from the machine's side (ip -n): the host's own /run has no /run/netns.
     nsexec(cns, ["ip", "link", "set", "lo", "up"])
-    nsexec(ns, ["ip", "link", "add", "ctr0", "type", "veth", "peer", "name", "eth0", "netns", cns])
+    run(["ip", "-n", ns, "link", "add", "ctr0", "type", "veth", "peer", "name", "eth0", "netns", cns])
     gw = str(LAB_CONTAINER_NET4.network_address + 1)
     caddr = str(LAB_CONTAINER_NET4.network_address + 2)
     nsexec(ns, ["ip", "addr", "add", "%s/24" % gw, "dev", "ctr0"])
@@ -382,6 +458,7 @@ def build_host(host, workdir):
     destroy_namespace(ns + "-c")
     prepare_etc(ns, host, workdir)
     create_netns(ns, index, "sgv%d" % index)
+    start_init(ns)
     for args in host.get("ufw") or []:
         ufw(ns, [str(a) for a in args])
     if host.get("ufw_installed", True) and host.get("enable", True):
@@ -422,7 +499,7 @@ def build_vantage(vantage):
 def host_is_current(host, workdir):
     ns = PREFIX + host["name"]
     path = os.path.join(workdir, "hosts", host["name"], "digest")
-    if ns not in list_lab_namespaces() or not os.path.exists(path):
+    if ns not in list_lab_namespaces() or not os.path.exists(path) or init_pid(ns) is None:
         return False
     with open(path) as fh:
         if fh.read().strip() != host_digest(host):
@@ -502,14 +579,14 @@ def up(scenario_path, workdir, jobs=8):
         if os.path.exists(os.path.join(workdir, name)):
             os.remove(os.path.join(workdir, name))
     key = ensure_key(workdir)
-    os.makedirs("/run/sshd", exist_ok=True)
     wanted = {PREFIX + h["name"] for h in scenario["hosts"]}
     wanted |= {PREFIX + h["name"] + "-c" for h in scenario["hosts"] if h.get("container")}
     wanted |= {PREFIX + v["name"] for v in scenario["vantages"]}
-    for ns in list_lab_namespaces():
-        if ns not in wanted:
-            log("removing stale %s" % ns)
-            destroy_namespace(ns)
+    stale = [ns for ns in list_lab_namespaces() if ns not in wanted]
+    if stale:
+        log("removing %d stale namespaces" % len(stale))
+        with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
+            list(pool.map(destroy_namespace, stale))
     ensure_bridge()
     for vantage in scenario["vantages"]:
         build_vantage(vantage)
@@ -590,7 +667,7 @@ def record(outdir, workdir):
         for label, path in sorted(model.FILES.items()):
             # Bytes as they are: a file that is not UTF-8 is a case the model must handle.
             _check_ns(ns)
-            proc = subprocess.run(["ip", "netns", "exec", ns, "cat", path], stdout=subprocess.PIPE,
+            proc = subprocess.run(host_argv(ns, ["cat", path]), stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, check=False, timeout=60)
             if proc.returncode == 0:
                 # A file that is not UTF-8 is kept as .bin: ansible-test sanity reads every .txt as UTF-8.
@@ -655,14 +732,14 @@ def main(argv=None):
             argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
             ns = args.host if args.host.startswith(PREFIX) else PREFIX + args.host
             _check_ns(ns)
-            return subprocess.call(["ip", "netns", "exec", ns] + argv)
+            return subprocess.call(host_argv(ns, argv))
         elif args.cmd == "probe":
             rest = args.args[1:] if args.args[:1] == ["--"] else args.args
             if args.vantage:
                 ns = PREFIX + args.vantage
                 _check_ns(ns)
-                return subprocess.call(["ip", "netns", "exec", ns, sys.executable, os.path.abspath(__file__),
-                                        "--workdir", args.workdir, "probe", "--"] + rest)
+                return subprocess.call(host_argv(ns, [sys.executable, os.path.abspath(__file__),
+                                                      "--workdir", args.workdir, "probe", "--"] + rest))
             return probe_cli(rest)
         elif args.cmd == "record":
             record(args.outdir, args.workdir)
