@@ -630,7 +630,39 @@ def evaluate_port(net, family, proto, port, restricted_prefix=None):
             result["remediation"] = ("remove the rule that admits the port outside UFW's user rules "
                                      "(%s)" % ("/etc/ufw/before.rules" if where == "before.rules"
                                                else "iptables INPUT/raw/mangle"))
+    deciding = main if verdict == "ACCEPT" else admitted[0] if admitted else None
+    result["closed_by"] = closed_by_option(net, result, deciding)
     return result
+
+
+def closed_by_option(net, result, deciding):
+    """Which ufw_port option closes an admitted port: ``rules`` (ordinary UFW rules, including
+    ``ufw route`` rules for traffic forwarded through UFW's forward chains), ``edit_ufw_files`` (a
+    line of before.rules/after.rules admits it), ``docker`` (a port Docker publishes, DOCKER-USER
+    exists), or None when it is out of UFW's reach (an ACCEPT ahead of UFW's chains, a NAT in
+    another backend whose forwarded traffic never meets UFW). None for a blocked port."""
+    if result["state"] == "blocked" or deciding is None:
+        return None
+    if not net.ufw_active:
+        return "rules"
+    outcome, dnat = deciding
+    chains = [c for t, c, _i in outcome.frames if t == "filter"]
+    last = outcome.frames[-1] if outcome.frames else None
+    if last is not None and nf_backends.backend_of(last[0]):
+        return None  # another backend's rule decided: UFW cannot change it
+    last_chain = last[1] if last is not None else ""
+    if re.match(r"^ufw6?-(before|after)-", last_chain) and last[2] is not None:
+        return "edit_ufw_files"
+    if dnat is not None and outcome.packet is not None and not outcome.packet.local:
+        through_ufw = any(c.startswith("ufw") for c in chains)
+        if last_chain.startswith("ufw") or (through_ufw and last is not None and last[2] is None):
+            return "rules"  # UFW's forward chains decided: a ufw route rule closes it
+        if "DOCKER-USER" in net.tables.get("filter", {}):
+            return "docker"
+        return None
+    if last_chain.startswith("ufw") or last is None:
+        return "rules"
+    return None
 
 
 # --------------------------------------------------------------------------- the whole host
