@@ -468,13 +468,14 @@ def _forwarded_through_ufw(net, family, proto, port):
 
 
 def _option_hint(verdict, edit_ufw_files, docker):
-    """Which ufw_port option would close what a verdict says is still admitted (none: outside UFW)."""
+    """What would close what a verdict says is still admitted: the ufw_port option (when it is off),
+    else ufw_info's remediation (out of UFW's reach: the rule, its backend, the command)."""
     option = closed_by(verdict)
     if option == "edit_ufw_files" and not edit_ufw_files:
-        return "; edit_ufw_files: true would disable that line"
+        return "edit_ufw_files: true would disable that line (%s)" % verdict.get("remediation")
     if option == "docker" and not docker:
-        return "; docker: true would drop the published port in DOCKER-USER"
-    return ""
+        return "docker: true would drop the published port in DOCKER-USER"
+    return verdict.get("remediation") or "see ufw_info's remediation"
 
 
 def closed_by(verdict):
@@ -703,9 +704,8 @@ def plan_close(host, targets, state="closed", allow_from=None, method="deny", fa
     for key, verdict in sorted(plan.verdicts_after.items()):
         fam = int(key[-1])
         if fam in fams and verdict["state"] != _expected_state(state, sources, fam):
-            raise PlanError("the planned rules would still admit %s: %s. Nothing was changed; fix that first "
-                            "(see ufw_info's remediation%s)" % (key, verdict["reason"], _option_hint(
-                                verdict, edit_ufw_files, docker)))
+            raise PlanError("the planned rules would still admit %s: %s. Nothing was changed; fix that first: %s"
+                            % (key, verdict["reason"], _option_hint(verdict, edit_ufw_files, docker)))
     if lockout_guard:
         for ssh_port in ssh_ports:
             for fam in guard_families(host):
