@@ -18,6 +18,7 @@ __metaclass__ = type
 import binascii
 import copy
 import ipaddress
+import re
 
 from ansible_collections.sipguard.firewall.plugins.module_utils.netfilter import (
     Chain,
@@ -309,25 +310,26 @@ HostState = UfwHost
 
 def _reload_files(filt, family, old_texts, new_texts):
     """``filt`` (live filter chains) after ``ufw reload`` loads ``new_texts`` (before, after) instead
-    of ``old_texts``: iptables-restore -n flushes every chain a file declares and refills it. UFW's
-    chains keep what ufw-init appends after the file (the user chain hooks)."""
-    for old, new in zip(old_texts, new_texts):
+    of ``old_texts``: iptables-restore -n flushes every chain a file declares and refills it. Then
+    ufw-init loads the user rules, which append the hooks of the user chains (``-A ufw-before-input
+    -j ufw-user-input``, /lib/ufw/ufw-init-functions): those are kept."""
+    for old, new in zip(old_texts or (None, None), new_texts):
         if old == new:
             continue
-        old_chains = parse_iptables_save(old or "").get("filter", {})
         for name, chain in parse_iptables_save(new or "").get("filter", {}).items():
             live = filt.get(name)
             tail = []
             if live is not None and name.startswith("ufw"):
-                tail = live.rules[len(old_chains[name].rules) if name in old_chains else 0:]
+                tail = [r for r in live.rules if r.target and re.match(r"^ufw6?-user-", r.target)]
             fresh = Chain(name, live.policy if live is not None else chain.policy)
             fresh.rules = list(chain.rules) + list(tail)
             filt[name] = fresh
 
 
-def _simulate(host, family, tuples, extra_lines, will_be_active, rule_files=None):
+def _simulate(host, family, tuples, extra_lines, will_be_active, rule_files=None, reload=False):
     """The netfilter rule set for ``family`` once ufw runs the predicted user rules (and, with
-    ``rule_files`` ({family: (before, after)}), the edited before/after rules files)."""
+    ``rule_files`` ({family: (before, after)}), the edited before/after rules files). ``reload``: UFW
+    is reloaded (the chains of every file are as the file says, even one the kernel runs differently)."""
     tables = parse_iptables_save(host.live_text[family])
     filt = tables.setdefault("filter", {})
     files = (rule_files or {}).get(family) or host.rule_files[family]
@@ -349,7 +351,7 @@ def _simulate(host, family, tuples, extra_lines, will_be_active, rule_files=None
     if not host.active and will_be_active:
         _compose_ufw(tables, host, family, files)
     elif host.active:
-        _reload_files(filt, family, host.rule_files[family], files)
+        _reload_files(filt, family, None if reload else host.rule_files[family], files)
     if will_be_active or host.active:
         filt[USER_CHAINS[family]] = user
         if routed:
@@ -425,7 +427,7 @@ def _edit_rule_files(host, lists, extra_lines, texts, checks, fams, state, sourc
     """Disable, one at a time, the before/after rule the evaluator finds admitting a port the plan
     closes, until none is left (or one cannot be edited: the plan is then refused)."""
     for _round in range(64):
-        nets = dict((f, _simulate(host, f, lists[f], extra_lines, True, texts)) for f in fams)
+        nets = dict((f, _simulate(host, f, lists[f], extra_lines, True, texts, reload=True)) for f in fams)
         found = None
         for port, proto in checks:
             for fam in fams:
@@ -698,7 +700,8 @@ def plan_close(host, targets, state="closed", allow_from=None, method="deny", fa
                            for i, kind in enumerate(("before", "after")) if texts[fam][i] != host.rule_files[fam][i])
     plan.rule_files_before = dict((ufw_files.RULE_FILES[(fam, kind)], host.rule_files[fam][i]) for fam in (4, 6)
                                   for i, kind in enumerate(("before", "after")) if texts[fam][i] != host.rule_files[fam][i])
-    after_nets = dict((f, _simulate(host, f, lists[f], extra_lines, True, texts)) for f in (4, 6))
+    after_nets = dict((f, _simulate(host, f, lists[f], extra_lines, True, texts, reload=bool(plan.rule_files)))
+                      for f in (4, 6))
     plan.verdicts_after = verdicts(after_nets)
     # 4. re-check the plan with the evaluator: refuse rather than apply a plan that does not work
     for key, verdict in sorted(plan.verdicts_after.items()):
