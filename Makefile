@@ -16,7 +16,7 @@ VERSION := $(shell sed -n 's/^version: *//p' galaxy.yml)
 TARBALL := $(BUILD)/sipguard-firewall-$(VERSION).tar.gz
 LAB_DIR ?= /var/tmp/sipguard-lab
 DEMO_DIR ?= /var/tmp/sipguard-demo
-APT_PACKAGES := ufw iptables nftables iproute2 openssh-server openssh-client kamailio nmap sip-tester procps \
+APT_PACKAGES := ufw iptables nftables iproute2 openssh-server openssh-client kamailio nmap sip-tester procps docker.io \
                 python3 python3-venv git chromium
 export ANSIBLE_COLLECTIONS_PATH := $(COLLECTIONS)
 export ANSIBLE_HOST_KEY_CHECKING := False
@@ -37,7 +37,11 @@ help:
 deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then echo "apt-get install:$$missing"; apt-get update -qq; \
-	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; fi
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	  case "$$missing" in *docker.io*) \
+	    if [ -d /run/systemd/system ]; then systemctl disable --now docker.service docker.socket >/dev/null 2>&1 || true; fi; \
+	    echo "docker.io: the machine's own dockerd is stopped and disabled (the lab runs one per lab host, in its namespace)";; \
+	  esac; fi
 
 $(BIN)/ansible: requirements-test.txt
 	$(PYTHON) -m venv $(VENV)
