@@ -369,9 +369,9 @@ def _chains_to_keep(host, plan):
         chain = host.live[family].get("filter", {}).get(DOCKER_CHAIN)
         if chain is None:
             continue
-        keep[family] = "*filter\n:%s - [0:0]\n%s\nCOMMIT\n" % (
-            DOCKER_CHAIN, "".join("-A %s %s\n" % (DOCKER_CHAIN, " ".join('"%s"' % x if " " in x or not x else x for x in r.args))
-                                      for r in chain.rules).rstrip("\n"))
+        rules = ["-A %s %s" % (DOCKER_CHAIN, " ".join('"%s"' % x if " " in x or not x else x for x in r.args))
+                 for r in chain.rules]
+        keep[family] = "*filter\n:%s - [0:0]\n%sCOMMIT\n" % (DOCKER_CHAIN, "".join(r + "\n" for r in rules))
     return keep
 
 

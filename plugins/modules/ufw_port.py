@@ -179,8 +179,8 @@ options:
     description:
       - Edit UFW's own rules files (C(/etc/ufw/before.rules), C(before6.rules), C(after.rules), C(after6.rules))
         when a line there still admits the port once the user rules are planned (the evaluator names the line).
-      - A line that admits only this port and protocol is commented out with the marker
-        C(# sipguard <rollback_id>: ) (without O(rollback_id), the run's own id, C(ufw_port-PID-TIME)). A line
+      - A line that admits only this port and protocol is commented out with the marker C(# sipguard RUN_ID:)
+        and a space, where RUN_ID is O(rollback_id) (without it, the run's own id, C(ufw_port-PID-TIME)). A line
         that admits other ports too (a range, a multiport list, no port at all) is kept, and a blocking line
         (C(-m comment --comment "sipguard.firewall PORT/PROTO"), after a marker comment) is inserted ahead of it
         in the same chain.
@@ -197,12 +197,12 @@ options:
         C(/etc/ufw/after.rules) (C(after6.rules)) between C(# BEGIN sipguard.firewall docker) and
         C(# END sipguard.firewall docker). It declares C(DOCKER-USER), so every UFW start and reload flushes and
         refills it with - for each port - a drop (or reject) of forwarded connections that were
-        destination-NATed from that port (C(-m conntrack --ctstate DNAT --ctdir ORIGINAL --ctorigdstport PORT):
+        destination-NATed from that port (C(-m conntrack --ctstate DNAT --ctdir ORIGINAL --ctorigdstport PORT), that is
         the port the client connected to, whatever container port Docker maps it to; the containers' own
         outgoing SIP traffic is not NATed that way and passes), then a jump to UFW's C(ufw-user-forward) (so
         C(ufw route) rules apply to Docker's traffic), then C(RETURN).
       - C(docker=false) leaves an installed block alone. To remove it, delete the lines from BEGIN to END,
-        run C(ufw reload), then C(iptables -F DOCKER-USER) (and C(ip6tables -F DOCKER-USER)): a reload flushes
+        run C(ufw reload), then C(iptables -F DOCKER-USER) (and C(ip6tables -F DOCKER-USER)); a reload flushes
         only the chains a file declares, so the rules stay in the kernel until then. The rollback of this module
         does all of that itself (DOCKER-USER's rules from before the change are in the backup).
     type: bool

@@ -538,8 +538,9 @@ def host_is_current(host, workdir):
     with open(path) as fh:
         if fh.read().strip() != host_digest(host):
             return False
-    if host.get("docker") and "sip" not in docker_cli(ns, workdir, ["ps", "--format", "{{.Names}}"],
-                                                       check=False).stdout.split():
+    running = docker_cli(ns, workdir, ["ps", "--format", "{{.Names}}"], check=False).stdout.split() \
+        if host.get("docker") else ["sip"]
+    if "sip" not in running:
         return False  # dockerd or the container is gone
     try:
         with socket.create_connection((addr4(host["index"]), int(host.get("ssh_port", 22))), timeout=1):
