@@ -5,14 +5,16 @@ c-docker; c-docker runs a real dockerd in its own network namespace).
 Order matters (before, check mode, run, re-run, rollback): the tests share one module-scoped lab.
 """
 
+import json
 import os
 import re
 import socket
 import subprocess
+import tempfile
 
 import pytest
 
-from conftest import adhoc, lab_up, probe
+from conftest import BIN, adhoc, lab_up, probe
 
 CLOSABLE = ["c-before4", "c-before6", "c-after", "c-before-range", "c-fwd-dnat", "c-docker"]
 OUT_OF_REACH = ["c-ahead"]
@@ -21,6 +23,7 @@ PORTS = ["5060/udp", "5060/tcp"]
 ARGS = {"ports": PORTS, "edit_ufw_files": True, "docker": True, "rollback_id": "issue14-{{ inventory_hostname }}"}
 RULE_FILES = ["/etc/ufw/before.rules", "/etc/ufw/before6.rules", "/etc/ufw/after.rules", "/etc/ufw/after6.rules"]
 HERE = os.path.dirname(os.path.abspath(__file__))
+PLAYBOOK = os.path.join(HERE, "playbooks", "close_and_record.yml")
 COLLECTIONS = os.path.abspath(os.path.join(HERE, "..", "..", "..", "..", ".."))
 SEEN = {}
 
@@ -59,10 +62,31 @@ def opened(lab, host, seen):
                   if s == "open" and a in (lab["hosts"][host]["ipv4"], lab["hosts"][host]["ipv6"]))
 
 
-def ufw_port(lab, check=False):
+def ufw_port(lab, hosts, check=False):
     extra = ["--check", "--diff"] if check else []
-    return adhoc(lab["inventory"], ",".join(CLOSABLE + OUT_OF_REACH), "sipguard.firewall.ufw_port", ARGS,
-                 extra_args=extra)
+    return adhoc(lab["inventory"], ",".join(hosts), "sipguard.firewall.ufw_port", ARGS, extra_args=extra)
+
+
+def close_role(lab, check=False):
+    """The close role (commit-confirmed over a new SSH connection) with both options on CLOSABLE:
+    {host: ufw_port's result}."""
+    out = tempfile.mkdtemp(prefix="sipguard-close14-")
+    extra = {"sipguard_test_targets": ",".join(CLOSABLE), "sipguard_test_out": out, "sipguard_close_ports": PORTS,
+             "sipguard_close_rollback_after": 60, "sipguard_close_edit_ufw_files": True,
+             "sipguard_close_docker": True, "sipguard_close_rollback_id": ARGS["rollback_id"]}
+    argv = [os.path.join(BIN, "ansible-playbook"), "-i", lab["inventory"], PLAYBOOK, "-e", json.dumps(extra)]
+    if check:
+        argv += ["--check", "--diff"]
+    env = dict(os.environ, ANSIBLE_HOST_KEY_CHECKING="False", ANSIBLE_DEPRECATION_WARNINGS="False",
+               ANSIBLE_FORKS="10")
+    proc = subprocess.run(argv, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, timeout=600,
+                          check=False)
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    results = {}
+    for host in CLOSABLE:
+        with open(os.path.join(out, host + ".json")) as fh:
+            results[host] = json.load(fh)[0]
+    return results
 
 
 def test_every_host_is_exposed_although_ufw_says_deny(lab):
@@ -79,29 +103,27 @@ def test_every_host_is_exposed_although_ufw_says_deny(lab):
 
 
 def test_check_mode_predicts_the_run_and_every_port_ufw_governs_is_closed(lab):
-    predicted = ufw_port(lab, check=True)
+    predicted = close_role(lab, check=True)
     assert "open" in states(lab, ["c-docker"]).values()  # check mode changed nothing
-    applied = ufw_port(lab)
+    applied = close_role(lab)
     for host in CLOSABLE:
-        status, got = applied[host]
-        assert status == "CHANGED", (host, got.get("msg"))
-        want = predicted[host][1]
+        got, want = applied[host], predicted[host]
+        assert got["changed"] is True, host
         for key in ("commands", "rules_after", "file_edits", "diff"):
             assert want[key] == got[key], (host, key)
         assert set(v["state"] for v in got["verdicts"]["after"].values()) == {"blocked"}, host
-    SEEN["applied"] = applied
-    edits = dict((h, [(e["file"], e["action"]) for e in applied[h][1]["file_edits"]]) for h in CLOSABLE)
+    edits = dict((h, [(e["file"], e["action"]) for e in applied[h]["file_edits"]]) for h in CLOSABLE)
     assert edits["c-before4"] == [("/etc/ufw/before.rules", "commented")]
     assert edits["c-before6"] == [("/etc/ufw/before6.rules", "commented")]
     assert edits["c-before-range"] == [("/etc/ufw/before.rules", "blocked")]
     assert edits["c-after"] == []  # the user deny comes ahead of after.rules
     assert edits["c-fwd-dnat"] == []  # route rules: ordinary UFW rules
-    assert any(c[:2] == ["route", "prepend"] for c in applied["c-fwd-dnat"][1]["commands"])
+    assert any(c[:2] == ["route", "prepend"] for c in applied["c-fwd-dnat"]["commands"])
     assert edits["c-docker"] == [("/etc/ufw/after.rules", "docker block")]
     assert "# sipguard issue14-c-before4: -A ufw-before-input -p udp --dport 5060 -j ACCEPT" in \
         host_exec("c-before4", ["cat", "/etc/ufw/before.rules"])
     # out of UFW's reach: refused, nothing changed, the message names the rule and the command that removes it
-    status, refused = applied["c-ahead"]
+    status, refused = ufw_port(lab, OUT_OF_REACH)["c-ahead"]
     assert status == "FAILED" and "iptables -t filter -D INPUT 1" in refused["msg"], refused.get("msg")
     seen = states(lab, CLOSABLE + OUT_OF_REACH)
     for host in CLOSABLE:
@@ -121,10 +143,10 @@ def test_check_mode_predicts_the_run_and_every_port_ufw_governs_is_closed(lab):
 
 
 def test_a_second_run_changes_nothing(lab):
-    again = ufw_port(lab)
+    again = close_role(lab)
     for host in CLOSABLE:
-        status, got = again[host]
-        assert status == "SUCCESS" and got["changed"] is False and got["file_edits"] == [], (host, got)
+        assert again[host]["changed"] is False and again[host]["file_edits"] == [], (host, again[host])
+    assert ufw_port(lab, ["c-docker"])["c-docker"][1]["changed"] is False
 
 
 def test_the_rollback_restores_the_files_and_the_path(lab):
