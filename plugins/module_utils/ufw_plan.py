@@ -336,12 +336,17 @@ def _simulate(host, family, tuples, extra_lines, will_be_active, rule_files=None
     user = Chain(USER_CHAINS[family])
     index_map = []
     routed = []
+    forward_args = _forward_args(host, family)
     for rule in tuples:
+        if rule.route:
+            # ufw-user-forward is what the user rules file says for the route rules kept and added.
+            if rule.tuple in extra_lines:
+                arg_lists = [line.split()[2:] for line in extra_lines[rule.tuple]]
+            else:
+                arg_lists = (forward_args or {}).get(rule.tuple, [])
+            routed.extend(Rule("filter", FORWARD_CHAINS[family], list(a), ufw_tuple=rule.tuple) for a in arg_lists)
+            continue
         if rule.tuple in extra_lines:
-            if extra_lines[rule.tuple][0].split()[1] == FORWARD_CHAINS[family]:
-                routed.extend(Rule("filter", FORWARD_CHAINS[family], line.split()[2:], ufw_tuple=rule.tuple)
-                              for line in extra_lines[rule.tuple])
-                continue
             arg_lists = [line.split()[2:] for line in extra_lines[rule.tuple]]
         else:
             arg_lists = host.user_args[family].get(rule.tuple, [])
@@ -354,14 +359,37 @@ def _simulate(host, family, tuples, extra_lines, will_be_active, rule_files=None
         _reload_files(filt, family, None if reload else host.rule_files[family], files)
     if will_be_active or host.active:
         filt[USER_CHAINS[family]] = user
-        if routed:
-            # New route rules go ahead of the forward rules there are (a simulation: the kept ones stay).
+        if forward_args is not None:
             forward = Chain(FORWARD_CHAINS[family])
-            forward.rules = routed + list(filt[FORWARD_CHAINS[family]].rules if FORWARD_CHAINS[family] in filt else [])
+            forward.rules = routed
             filt[FORWARD_CHAINS[family]] = forward
     user_map = dict((i + 1, r) for i, r in enumerate(index_map))
     # The other backends (iptables-legacy, native nftables) run beside UFW's rules whatever ufw does.
     return host.net(family, tables=tables, user_map=user_map, ufw_active=will_be_active or host.active)
+
+
+def _forward_args(host, family):
+    """{tuple: [argument lists]} of the route rules in ufw-user-forward of the user rules file, or None
+    when the file cannot be read that way (then the kernel's chain stands)."""
+    cache = host.__dict__.setdefault("_sipguard_forward_args", {})
+    if family not in cache:
+        cache[family] = _read_forward_args(host, family)
+    return cache[family]
+
+
+def _read_forward_args(host, family):
+    if not host.numbering_text.get(family):
+        return None
+    try:
+        chain = parse_iptables_save(host.user_text[family]).get("filter", {}).get(FORWARD_CHAINS[family])
+    except ValueError:
+        return None
+    if chain is None:
+        return None
+    found = {}
+    for rule in chain.rules:
+        found.setdefault(rule.tuple, []).append(rule.args)
+    return found
 
 
 def _compose_ufw(tables, host, family, files=None):
