@@ -32,7 +32,8 @@ def root_namespace():
     """What Docker would leave in the machine's own network namespace: links and netfilter rules."""
     links = subprocess.run(["ip", "-o", "link", "show"], text=True, stdout=subprocess.PIPE, check=True).stdout
     rules = subprocess.run(["iptables-save"], text=True, stdout=subprocess.PIPE, check=False).stdout
-    return ([line.split(":")[1].strip() for line in links.splitlines() if "docker" in line],
+    names = [line.split(": ")[1].split("@")[0] for line in links.splitlines() if ": " in line]
+    return ([n for n in names if "docker" in n or n.startswith(("veth", "br-"))],
             [line for line in rules.splitlines() if "DOCKER" in line])
 
 
