@@ -73,7 +73,8 @@ def admits_only(rule, proto, port):
     """Whether ``rule`` (a netfilter Rule) admits nothing but ``port``/``proto``: one destination
     port, that protocol, no multiport list. Such a line can be commented out; any other line that
     admits the port also serves other traffic and gets a block ahead of it instead."""
-    if (rule.basics.get("proto") or (False, ""))[1] != proto or (rule.basics.get("proto") or (False, ""))[0]:
+    negated, value = rule.basics.get("proto") or (False, "")
+    if negated or value != proto:
         return False
     ports = []
     for _module, opts in rule.matches:
