@@ -690,8 +690,8 @@ def _removal_command(net, family, frame):
 
 def closed_by_option(net, result, deciding):
     """Which ufw_port option closes an admitted port: ``rules`` (ordinary UFW rules, including
-    ``ufw route`` rules for traffic forwarded through UFW's forward chains), ``edit_ufw_files`` (a
-    line of before.rules/after.rules admits it), ``docker`` (a port Docker publishes, DOCKER-USER
+    ``ufw route`` rules for traffic forwarded through UFW's forward chains, and a deny ahead of an
+    after.rules line), ``edit_ufw_files`` (a line of before.rules / before6.rules admits it), ``docker`` (a port Docker publishes, DOCKER-USER
     exists), or None when it is out of UFW's reach (an ACCEPT ahead of UFW's chains, a NAT in
     another backend whose forwarded traffic never meets UFW). None for a blocked port."""
     if result["state"] == "blocked" or deciding is None:
@@ -704,8 +704,9 @@ def closed_by_option(net, result, deciding):
     if last is not None and nf_backends.backend_of(last[0]):
         return None  # another backend's rule decided: UFW cannot change it
     last_chain = last[1] if last is not None else ""
-    if re.match(r"^ufw6?-(before|after)-", last_chain) and last[2] is not None:
-        return "edit_ufw_files"
+    if re.match(r"^ufw6?-before-", last_chain) and last[2] is not None:
+        return "edit_ufw_files"  # ahead of the user rules: only editing the file closes it
+    # (an after.rules line comes after the user rules: a managed deny shadows it, "rules" below)
     if dnat is not None and outcome.packet is not None and not outcome.packet.local:
         through_ufw = any(c.startswith("ufw") for c in chains)
         if last_chain.startswith("ufw") or (through_ufw and last is not None and last[2] is None):

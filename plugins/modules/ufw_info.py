@@ -233,7 +233,8 @@ exposure:
           description:
             - Which M(sipguard.firewall.ufw_port) option closes an admitted port - C(rules) (its ordinary rules,
               including C(ufw route) rules for a DNAT forwarded through UFW's forward chains), C(edit_ufw_files) (a
-              line of UFW's before/after rules files admits it) or C(docker) (a port Docker publishes).
+              line of UFW's before.rules or before6.rules admits it; an after.rules line comes after the user rules,
+              so C(rules) closes it) or C(docker) (a port Docker publishes).
             - Null when the port is blocked, or out of UFW's reach (an ACCEPT ahead of UFW's chains, another
               backend's rule or NAT, no UFW installed).
           type: str
