@@ -895,7 +895,12 @@ class Walker(object):
         """Decide each condition from what the path assumed, or by forking (``fork(other)``)."""
         for cond in conds:
             if cond.key in assumed:
-                value = assumed[cond.key][0]
+                # ``-i docker0`` and ``! -i docker0`` share a key (the sender is on docker0 or not):
+                # what was assumed holds for one and not for the other (Docker's nat DOCKER chain
+                # returns for -i docker0, then DNATs ! -i docker0).
+                value, _text, generic = assumed[cond.key]
+                if generic != cond.generic:
+                    value = not value
             elif self.paths >= MAX_PATHS:
                 value = cond.generic
                 assumed[cond.key] = (value, cond.text, cond.generic)
