@@ -98,6 +98,20 @@ def test_every_host_is_exposed_although_ufw_says_deny(lab):
     # Docker's published ports get in over IPv4 whatever UFW's user rules say (udp: 5060 -> container 5070)
     docker = lab["hosts"]["c-docker"]["ipv4"]
     assert (seen[(docker, "5060/udp")], seen[(docker, "5060/tcp")]) == ("open", "open")
+    # ufw_info agrees with the probes, and says which ufw_port option closes each host
+    info = adhoc(lab["inventory"], ",".join(CLOSABLE + OUT_OF_REACH), "sipguard.firewall.ufw_info", {"ports": PORTS})
+    options = {}
+    for host in CLOSABLE + OUT_OF_REACH:
+        for item in info[host][1]["exposure"]:
+            for family in ("ipv4", "ipv6"):
+                verdict = item[family]
+                probed = seen[(lab["hosts"][host][family], "%d/%s" % (item["port"], item["proto"]))]
+                assert (verdict["state"] != "blocked") == (probed == "open"), (host, item["proto"], family, verdict)
+                if verdict["state"] != "blocked":
+                    options.setdefault(host, set()).add(verdict["closed_by"])
+    assert options == {"c-before4": {"edit_ufw_files"}, "c-before6": {"edit_ufw_files"}, "c-after": {"rules"},
+                       "c-before-range": {"edit_ufw_files"}, "c-fwd-dnat": {"rules"}, "c-docker": {"docker"},
+                       "c-ahead": {None}}
     for host in CLOSABLE + OUT_OF_REACH:
         SEEN[host] = dict((path, host_exec(host, ["cat", path])) for path in RULE_FILES)
     SEEN["docker-user"] = host_exec("c-docker", ["iptables", "-S", "DOCKER-USER"])
