@@ -17,7 +17,7 @@ TARBALL := $(BUILD)/sipguard-firewall-$(VERSION).tar.gz
 LAB_DIR ?= /var/tmp/sipguard-lab
 DEMO_DIR ?= /var/tmp/sipguard-demo
 APT_PACKAGES := ufw iptables nftables iproute2 openssh-server openssh-client kamailio nmap sip-tester procps docker.io \
-                python3 python3-venv git chromium
+                python3 python3-venv git chromium prometheus
 export ANSIBLE_COLLECTIONS_PATH := $(COLLECTIONS)
 export ANSIBLE_HOST_KEY_CHECKING := False
 export SIPGUARD_LAB_DIR := $(LAB_DIR)

@@ -39,7 +39,9 @@ def hwm_kb():
     with open("/proc/self/status") as fh:
         return int([l for l in fh if l.startswith("VmHWM")][0].split()[1])
 from ansible_collections.sipguard.firewall.plugins.module_utils.report import (
-    build_report, merge_reports, iter_format, gate, loads_report)
+    build_report, merge_reports, loads_report)
+from ansible_collections.sipguard.firewall.plugins.module_utils.report_gate import gate
+from ansible_collections.sipguard.firewall.plugins.module_utils.report_render import iter_format
 from ansible_collections.sipguard.firewall.plugins.module_utils.report_store import publish
 out = {"rss_imports_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}
 phase, inputs = sys.argv[1], sys.argv[2:]
@@ -126,7 +128,8 @@ def perturb(records, share=0.01, seed=4711):
 
 def prepare(directory, hosts, slices):
     """Write report-a.json (baseline), records-b.json and slice-N.json (reports of run B's slices)."""
-    from ansible_collections.sipguard.firewall.plugins.module_utils.report import build_report, render_json
+    from ansible_collections.sipguard.firewall.plugins.module_utils.report import build_report
+    from ansible_collections.sipguard.firewall.plugins.module_utils.report_render import render_json
     run_a = synthesize(hosts)
     run_b, edited = perturb(run_a)
 

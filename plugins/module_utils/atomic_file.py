@@ -22,9 +22,10 @@ _CHUNK = 1 << 20
 
 
 def _write_all(fh, chunks):
-    """Write the text chunks to the binary file ``fh``; a seam for the kill-mid-write test."""
+    """Write the chunks (text, or bytes as they are) to the binary file ``fh``; a seam for the
+    kill-mid-write test."""
     for chunk in chunks:
-        fh.write(chunk.encode("utf-8"))
+        fh.write(chunk if isinstance(chunk, bytes) else chunk.encode("utf-8"))
 
 
 def _fsync_dir(path):
@@ -41,11 +42,11 @@ def _fsync_dir(path):
 
 
 def atomic_write(path, chunks, mode=0o644, owner=None):
-    """Replace ``path`` with the text ``chunks`` (a str or an iterable of str).
+    """Replace ``path`` with the ``chunks`` (a str or bytes, or an iterable of them).
 
     ``mode`` and ``owner`` (``(uid, gid)``) are set on the new file before it takes the old one's place.
     """
-    if isinstance(chunks, str):
+    if isinstance(chunks, (str, bytes)):
         chunks = [chunks]
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=TEMP_PREFIX + os.path.basename(path) + ".", suffix=TEMP_SUFFIX)

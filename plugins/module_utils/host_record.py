@@ -84,6 +84,103 @@ def _ufw_summary(info):
     }
 
 
+# Finding kinds: the stable identity of a kind of problem (SARIF ruleId, evidence controls, waivers).
+# Order: host-level first, then exposure, then probes.
+FINDING_KINDS = ("unreachable", "error", "open-ufw-rule", "open-policy", "bypass", "open", "restricted",
+                 "probe-admitted")
+_POLICY_VIAS = ("policy",)
+
+
+def _finding(kind, text, **fields):
+    finding = {"kind": kind, "key": None, "port": None, "proto": None, "family": None, "state": None,
+               "rule": None, "backend": None, "address": None, "reason": "", "remediation": None,
+               "conditions": [], "text": text}
+    finding.update(fields)
+    return finding
+
+
+def _host_finding(kind, reason):
+    return _finding(kind, "%s: %s" % (kind, reason), reason=reason)
+
+
+def _exposure_kind(item):
+    """Which kind of problem an exposure item that is a finding is: admitted outside UFW's user
+    rules (``bypass``), restricted while restrictions are not allowed, or open through a UFW rule,
+    through the policy (UFW inactive or absent, or its default), or otherwise."""
+    if item.get("bypass") and item["state"] != "blocked":
+        return "bypass"
+    if item["state"] == "restricted":
+        return "restricted"
+    if item.get("via") == "ufw" and item.get("rule") is not None:
+        return "open-ufw-rule"
+    if item.get("via") in _POLICY_VIAS:
+        return "open-policy"
+    return "open"
+
+
+def exposure_finding(item):
+    """The finding for one exposure item (a port/proto/family that is not acceptably blocked)."""
+    text = "%d/%s %s %s: %s" % (item["port"], item["proto"], item["family"], item["state"], item.get("reason", ""))
+    if item.get("remediation"):
+        text += " -- fix: %s" % item["remediation"]
+    return _finding(_exposure_kind(item), text, key=exposure_key(item), port=item["port"], proto=item["proto"],
+                    family=item["family"], state=item["state"], rule=item.get("rule"), backend=item.get("via"),
+                    reason=item.get("reason", ""), remediation=item.get("remediation"),
+                    conditions=list(item.get("conditions") or []))
+
+
+def probe_finding(probe):
+    """The finding for one probe that got in (the one text for it, wherever it is shown)."""
+    text = "probe %s %s/%s from the prober: %s (%s)" % (
+        probe.get("address"), probe.get("port"), probe.get("transport"), probe.get("state"), probe.get("reason"))
+    family = probe.get("family")
+    key = "%s/%s/%s" % (probe.get("port"), probe.get("transport"), family)
+    return _finding("probe-admitted", text, key=key, port=probe.get("port"), proto=probe.get("transport"),
+                    family=family, state=probe.get("state"), backend="probe", address=probe.get("address"),
+                    reason=probe.get("reason") or "")
+
+
+def record_findings(record):
+    """The structured findings of a host record (``finding_details``).
+
+    A record written before ``finding_details`` existed (an old baseline or history file) gets them
+    rebuilt from its exposure, probes and error; a restricted port counts when the record's finding
+    count says build_host_record() counted it (allow_restricted was false), not by reading its text.
+    """
+    details = record.get("finding_details")
+    if details is not None:
+        return details
+    if not record.get("reachable", True):
+        return [_host_finding("unreachable", record.get("error") or "the host did not answer")]
+    head = [_host_finding("error", record["error"])] if record.get("error") else []
+    ports = [(item["state"] == "restricted" and not item.get("bypass"), exposure_finding(item))
+             for item in record.get("exposure") or []
+             if item["state"] != "blocked"]
+    probes = [probe_finding(p) for p in record.get("probes") or [] if p.get("state") in PROBE_ADMITTED]
+    with_restricted = len(record.get("findings") or []) == len(head) + len(ports) + len(probes)
+    return head + [finding for restricted, finding in ports if with_restricted or not restricted] + probes
+
+
+def raw_inputs(gathered):
+    """ufw_info's raw inputs ({name: text}) from what ufw_host.gather() read: every command's output
+    (``command/<key>``, with its exit status and stderr when it failed or said something) and every
+    file (``file/<key>``, ``applications.d/<name>``). For the evidence bundle; opt-in, since a
+    fleet's iptables-save and nft -j outputs are large."""
+    out = {}
+    for key in sorted((gathered or {}).get("commands") or {}):
+        result = gathered["commands"][key] or {}
+        text = result.get("out") or ""
+        if result.get("rc") not in (0, None) or result.get("err"):
+            text += "\n# rc=%s stderr: %s\n" % (result.get("rc"), (result.get("err") or "").strip())
+        out["command/%s" % key] = text
+    for key in sorted((gathered or {}).get("files") or {}):
+        if gathered["files"][key] is not None:
+            out["file/%s" % key] = gathered["files"][key]
+    for name in sorted((gathered or {}).get("applications") or {}):
+        out["applications.d/%s" % name] = gathered["applications"][name]
+    return out
+
+
 def build_host_record(host, info=None, probes=None, error=None, unreachable=False, allow_restricted=True,
                       checked_at=None):
     """One host's record from ufw_info's result and the sip_probe results aimed at it.
@@ -95,26 +192,22 @@ def build_host_record(host, info=None, probes=None, error=None, unreachable=Fals
         raise HostRecordError("host: a host record needs the inventory host name")
     exposure = _exposure_items(info)
     probe_items = _probe_items(probes)
-    findings = []
+    details = []
     if unreachable:
-        findings.append("unreachable: %s" % (error or "the host did not answer"))
+        details.append(_host_finding("unreachable", error or "the host did not answer"))
     elif error:
-        findings.append("error: %s" % error)
+        details.append(_host_finding("error", error))
     elif info is None:
-        findings.append("error: no ufw_info result for this host")
+        details.append(_host_finding("error", "no ufw_info result for this host"))
     for item in exposure:
-        bad = item["state"] == "open" or (item["state"] == "restricted" and not allow_restricted) or (
-            item["bypass"] and item["state"] != "blocked")
-        if bad:
-            line = "%d/%s %s %s: %s" % (item["port"], item["proto"], item["family"], item["state"], item["reason"])
-            if item["remediation"]:
-                line += " -- fix: %s" % item["remediation"]
-            findings.append(line)
+        if item["state"] == "open" or (item["state"] == "restricted" and not allow_restricted) or (
+                item["bypass"] and item["state"] != "blocked"):
+            details.append(exposure_finding(item))
     for probe in probe_items:
         if probe["state"] in PROBE_ADMITTED:
-            findings.append("probe %s %s/%s from the prober: %s (%s)" % (
-                probe["address"], probe["port"], probe["transport"], probe["state"], probe["reason"]))
-    return {
+            details.append(probe_finding(probe))
+    findings = [detail["text"] for detail in details]
+    record = {
         "schema": SCHEMA_VERSION,
         "host": host,
         "reachable": not unreachable,
@@ -127,8 +220,12 @@ def build_host_record(host, info=None, probes=None, error=None, unreachable=Fals
         "listeners": list((info or {}).get("listeners") or []),
         "ufw": _ufw_summary(info),
         "findings": findings,
+        "finding_details": details,
         "checked_at": checked_at,
     }
+    if (info or {}).get("raw_inputs"):
+        record["raw_inputs"] = dict(info["raw_inputs"])
+    return record
 
 
 def exposure_key(item):

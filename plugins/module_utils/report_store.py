@@ -45,11 +45,14 @@ from ansible_collections.sipguard.firewall.plugins.module_utils.atomic_file impo
     atomic_write,
 )
 from ansible_collections.sipguard.firewall.plugins.module_utils.report import (
-    FILE_NAMES,
     ReportError,
     check_report,
-    iter_format,
     loads_report,
+)
+from ansible_collections.sipguard.firewall.plugins.module_utils.report_render import (
+    FORMATS,
+    file_name,
+    iter_format,
 )
 
 HISTORY_DIR = "history"
@@ -58,6 +61,8 @@ LOCK_FILE = ".sipguard.lock"
 DEFAULT_MODE = "0640"
 # How long a run waits for another run's lock by default; a run holds it for seconds.
 LOCK_TIMEOUT = 300
+# report.prom's name in node_exporter's textfile directory (the collector reads *.prom files).
+TEXTFILE_NAME = "sipguard.prom"
 _MODE_RE = re.compile(r"^0?[0-7]{3}$")
 # A leftover temporary file older than this belongs to a killed run, not to a concurrent one.
 STALE_TEMP_SECONDS = 600
@@ -316,13 +321,13 @@ def _remove_stale_temps(directory, now):
 
 
 def plan_files(report_dir, report, formats, keep_history):
-    """[(format, path)] in write order: history, then html/md/junit, then report.json last."""
+    """[(format, path)] in write order: history, then the other formats, then report.json last."""
     files = []
     if "json" in formats and keep_history > 0:
         files.append(("history", os.path.join(report_dir, HISTORY_DIR, "%s.json" % report["run_id"])))
-    for fmt in ("html", "md", "junit"):
-        if fmt in formats:
-            files.append((fmt, os.path.join(report_dir, FILE_NAMES[fmt])))
+    for fmt in FORMATS:
+        if fmt in formats and fmt != "json":
+            files.append((fmt, os.path.join(report_dir, file_name(report, fmt))))
     if "json" in formats:
         files.append(("json", os.path.join(report_dir, BASELINE)))
     return files
@@ -344,9 +349,36 @@ def prune_history(history, keep_history, own):
     return pruned
 
 
-def publish(report_dir, report, formats, keep_history, check_mode=False, mode=0o640):
+def _prune_evidence(report_dir, keep, own):
+    """Keep the newest ``keep`` evidence bundles (at least this run's)."""
+    bundles = []
+    for name in os.listdir(report_dir):
+        if name.startswith("evidence-") and name.endswith(".tar.gz"):
+            path = os.path.join(report_dir, name)
+            try:
+                bundles.append((os.stat(path).st_mtime, name, path))
+            except OSError:
+                continue
+    bundles.sort()
+    excess = [path for _mtime, _name, path in bundles if path != own][:max(0, len(bundles) - max(keep, 1))]
+    pruned = []
+    for path in excess:
+        try:
+            os.unlink(path)
+            pruned.append(path)
+        except OSError:
+            continue
+    return pruned
+
+
+def publish(report_dir, report, formats, keep_history, check_mode=False, mode=0o640, textfile_dir=None):
     """Render ``formats`` of ``report`` into ``report_dir``, one file at a time, each streamed
     into its temporary file and given ``mode``; returns {written, pruned, paths}.
+
+    With ``textfile_dir`` (node_exporter's textfile collector directory) and the ``prometheus``
+    format, report.prom is also replaced atomically there as ``sipguard.prom`` (mode 0644: the
+    exporter's user reads it; it holds no rules, only states). Evidence bundles beyond
+    ``keep_history`` (at least this run's) are removed like history files.
 
     Call it holding lock(): it prunes the history. report.json is a copy of the history file just
     written (one rendering, same bytes). In check mode nothing is written or removed, and
@@ -354,7 +386,10 @@ def publish(report_dir, report, formats, keep_history, check_mode=False, mode=0o
     """
     check_writable(report_dir, create=not check_mode, mode=dir_mode(mode))
     files = plan_files(report_dir, report, formats, keep_history)
-    paths = dict((fmt, os.path.join(report_dir, FILE_NAMES[fmt])) for fmt in FILE_NAMES if fmt in formats)
+    paths = dict((fmt, os.path.join(report_dir, file_name(report, fmt))) for fmt in FORMATS if fmt in formats)
+    if textfile_dir and "prometheus" in formats:
+        files.append(("textfile", os.path.join(textfile_dir, TEXTFILE_NAME)))
+        paths["textfile"] = files[-1][1]
     if check_mode:
         return {"written": [path for _fmt, path in files], "pruned": [], "paths": paths}
     history = os.path.join(report_dir, HISTORY_DIR)
@@ -367,6 +402,11 @@ def publish(report_dir, report, formats, keep_history, check_mode=False, mode=0o
                 atomic_write(path, iter_format(report, "json"), mode=mode)
             elif fmt == "json" and written and written[0].startswith(history + os.sep):
                 atomic_write(path, _read_chunks(written[0]), mode=mode)
+            elif fmt == "textfile":
+                if not os.path.isdir(textfile_dir):
+                    raise ReportStoreError("textfile_dir: %s is not a directory (create it, or point it at "
+                                           "node_exporter's --collector.textfile.directory)" % textfile_dir)
+                atomic_write(path, iter_format(report, "prometheus"), mode=0o644)
             else:
                 atomic_write(path, iter_format(report, fmt), mode=mode)
         except (IOError, OSError) as exc:
@@ -375,6 +415,8 @@ def publish(report_dir, report, formats, keep_history, check_mode=False, mode=0o
     pruned = []
     if "json" in formats:
         pruned = prune_history(history, keep_history, os.path.join(history, "%s.json" % report["run_id"]))
+    if "evidence" in formats:
+        pruned += _prune_evidence(report_dir, keep_history, paths["evidence"])
     now = time.time()
     _remove_stale_temps(report_dir, now)
     _remove_stale_temps(history, now)

@@ -21,8 +21,9 @@ import os
 import re
 
 from ansible_collections.sipguard.firewall.plugins.module_utils.ports import parse_specs
+from ansible_collections.sipguard.firewall.plugins.module_utils.version import COLLECTION_VERSION
 
-TOOL_VERSION = "0.1"
+TOOL_VERSION = COLLECTION_VERSION
 # Real servers (and fail2ban/APIBAN style filters in front of them) silently drop
 # requests whose User-Agent looks like a scanner ("friendly-scanner", "sipvicious"...),
 # so name the tool and give a contact URL, the way well-behaved monitors do.

@@ -307,12 +307,13 @@ def _ufw_dir_id():
 def backup(group, was_active, ufw_binary="ufw", chains=None):
     """Copy UFW's rule files into the rollback group (0700, files 0600); the first backup of a group wins.
 
-    One ``close`` run may call ufw_port once per port; all of them share one group, so a
-    rollback restores the state from before the whole run, not from before the last port.
+    The close role calls ufw_port once per host with every port; a playbook may call it more than
+    once in a run (several tasks, a retry). All calls of a run share one group, so a rollback
+    restores the state from before the whole run, not from before the last call.
     """
     directory = rollback_directory(group)
     if os.path.exists(os.path.join(directory, "armed")):
-        return directory  # an earlier port of this run, not yet confirmed
+        return directory  # an earlier call of this run, not yet confirmed
     shutil.rmtree(directory, ignore_errors=True)  # a finished group of the same name is stale
     if not os.path.isdir(BACKUP_ROOT):
         os.makedirs(BACKUP_ROOT, 0o700)

@@ -87,9 +87,14 @@ options:
     description:
       - Files to write. Without V(json) neither C(report.json) nor the history is written, so the next
         run compares with the same baseline as this one.
+      - V(sarif) writes C(report.sarif) (SARIF 2.1.0 for GitHub/GitLab code scanning; one result per finding,
+        one rule per finding kind, stable C(partialFingerprints)).
+      - V(prometheus) writes C(report.prom) (gauges in the text exposition format; see also O(textfile_dir)).
+      - V(evidence) writes C(evidence-<run_id>.tar.gz) (per host the inputs of its verdict, C(report.json),
+        a control mapping and a C(SHA256SUMS) manifest); bundles beyond O(keep_history) are removed.
     type: list
     elements: str
-    choices: [json, html, md, junit]
+    choices: [json, html, md, junit, sarif, prometheus, evidence]
     default: [json, html, md, junit]
   keep_history:
     description:
@@ -136,14 +141,78 @@ options:
     type: int
     default: 300
     version_added: 1.2.0
+  waivers:
+    description:
+      - Accepted exposures. Each is a dict with C(host) (an fnmatch pattern of inventory names), C(port),
+        C(proto) (V(udp) or V(tcp)), optionally C(family) (V(ipv4) or V(ipv6); both when left out) and
+        C(sources) (addresses or networks; the waiver then covers a port restricted to senders inside them,
+        never a port open to anyone), C(owner), C(reason), C(expires) (a date, C(YYYY-MM-DD)), optionally C(id).
+      - A finding a waiver covers stays in every format, marked waived, and does not make the host
+        non-compliant. From its C(expires) day on it counts again, and the waiver is reported C(expired)
+        (and in RV(alert)). A waiver that matches no finding is reported C(stale).
+      - A malformed waiver fails the task before anything is read or written, naming the waiver and the field.
+    type: list
+    elements: raw
+    default: []
+    version_added: 1.2.0
+  waivers_file:
+    description:
+      - A YAML file with more waivers (a list, or a dict with the list under C(sipguard_waivers)), read on the
+        host the task runs on (the controller). Checked like O(waivers); ids must be unique over both.
+    type: path
+    version_added: 1.2.0
+  today:
+    description:
+      - The day waivers are judged on, C(YYYY-MM-DD); default today (UTC). For what-if runs and tests.
+    type: str
+    version_added: 1.2.0
+  textfile_dir:
+    description:
+      - node_exporter's textfile collector directory. With V(prometheus) in O(formats), C(report.prom) is also
+        written there as C(sipguard.prom), atomically (a temporary file renamed over it), mode C(0644).
+      - It must exist; the task fails before writing anything when it does not.
+    type: path
+    version_added: 1.2.0
+  confirmed:
+    description:
+      - Keep only these opened ports in RV(alert) (C("host port/proto/family") strings); by default all are kept.
+        The report role uses the P(sipguard.firewall.confirm_alert#filter) filter instead.
+    type: list
+    elements: str
+    version_added: 1.2.0
+  check_only:
+    description:
+      - Only check the options and the waivers (the report role does this before the audit starts); nothing is
+        read or written, and RV(waivers) is the parsed list.
+    type: bool
+    default: false
+    version_added: 1.2.0
 notes:
-  - The schema of C(report.json) and of the changes is in C(docs/report-schema.md).
+  - The schema of C(report.json), of the changes and of the waivers is in C(docs/report-schema.md).
 seealso:
   - module: sipguard.firewall.ufw_info
   - module: sipguard.firewall.sip_probe
 """
 
 EXAMPLES = r"""
+- name: Report with SARIF and Prometheus output, and a waiver for one carrier trunk
+  sipguard.firewall.fleet_report:
+    records: "{{ my_records }}"
+    report_dir: /var/lib/sipguard/report
+    formats: [json, html, junit, sarif, prometheus]
+    textfile_dir: /var/lib/prometheus/node-exporter
+    waivers:
+      - host: "pbx-edge-*"
+        port: 5060
+        proto: udp
+        sources: [203.0.113.0/24]
+        owner: voice-team
+        reason: carrier trunk until the SBC migration (CHG-4711)
+        expires: "2027-03-31"
+    fail_on: [exposed]
+  delegate_to: localhost
+  run_once: true
+
 - name: Write the fleet report from the verify role's host records
   sipguard.firewall.fleet_report:
     records: "{{ ansible_play_hosts_all | map('extract', hostvars) | selectattr('sipguard_host_record', 'defined')
@@ -235,6 +304,14 @@ changes:
           V(reachability_changed), V(compliance_changed), V(rule_changed) (the UFW rule list),
           V(listener_changed) (the processes listening on the port).
       type: str
+    added:
+      description: For V(rule_changed), the rules that are new (compared without their numbers).
+      type: list
+      elements: str
+    removed:
+      description: For V(rule_changed), the rules that are gone (compared without their numbers).
+      type: list
+      elements: str
     before:
       description: The previous value (a state, a bool, a list of rules or listeners), or null.
       type: raw
@@ -248,7 +325,9 @@ changes:
     - {"host": "web1", "key": "5060/udp/ipv4", "kind": "opened", "before": "blocked", "after": "open",
        "reason": "ufw rule 2 (ALLOW IN 5060/udp from Anywhere) accepts"}
 paths:
-  description: Path of each written (in check mode, each would-be written) format.
+  description:
+    - Path of each written (in check mode, each would-be written) format; C(textfile) is the copy of
+      C(report.prom) in O(textfile_dir).
   returned: always
   type: dict
   sample: {"json": "/var/lib/sipguard/report/report.json", "html": "/var/lib/sipguard/report/report.html",
@@ -270,7 +349,7 @@ gate_failures:
   returned: always
   type: list
   elements: str
-  sample: ["regression: web1 5060/udp/ipv4 opened (blocked -> open): ufw rule 2 (ALLOW IN 5060/udp from Anywhere) accepts"]
+  sample: ["regression: 5060/udp/ipv4 on web1 opened (it was blocked): ufw rule 2 (ALLOW IN 5060/udp from Anywhere) accepts"]
 gate_message:
   description: The text to fail the play with (the first 50 lines and the counts), or an empty string.
   returned: always
@@ -279,13 +358,31 @@ markdown:
   description: The content of C(report.md) (also when V(md) is not in O(formats)), for CI job summaries.
   returned: always
   type: str
+opened:
+  description:
+    - The opened ports no active waiver covers, each an C(opened) change plus where it opened through
+      (C(via), C(rule)) and since when (C(since), this run; C(last_seen_closed), the baseline's time).
+  returned: always
+  type: list
+  elements: dict
+  version_added: 1.2.0
+waivers:
+  description:
+    - The waivers with their C(status) (V(active), V(expired), V(stale)) and C(matched) (C("host key") strings);
+      with O(check_only), the parsed waivers.
+  returned: always
+  type: list
+  elements: dict
+  version_added: 1.2.0
 alert:
   description:
-    - The webhook body when something opened since the previous run, else null.
-    - Slack-compatible C(text) plus a C(sipguard) object with C(run_id), C(summary) and the C(opened) changes.
+    - The webhook body when something opened since the previous run or a waiver expired, else null.
+    - Slack-compatible C(text) plus a C(sipguard) object with C(run_id), C(summary), the C(opened) ports (see
+      RV(opened)) and the C(expired_waivers).
   returned: always
   type: dict
-  sample: {"text": "sipguard: SIP opened on 1 port(s) since run 20261124T140000Z-77ab02\n- web1 5060/udp/ipv4: blocked -> open",
+  sample: {"text": "sipguard: SIP opened on 1 port(s) since run 20261124T140000Z-77ab02\n- 5060/udp/ipv4 on web1 opened
+             through ufw rule 2, since 2026-11-25T14:00:00Z (blocked at 2026-11-24T14:00:00Z): ufw rule 2 accepts",
            "sipguard": {"run_id": "20261125T140000Z-3f9a1c", "opened": []}}
 """
 

@@ -65,6 +65,13 @@ options:
         description: IPv6 prefix length (0-128); the default admits at most a /32.
         type: int
         default: 32
+  raw_inputs:
+    description:
+      - Also return RV(raw_inputs), the command outputs and files the verdicts were computed from (for the
+        report's C(evidence) bundle). Off by default, the outputs of a host with many rules are large.
+    type: bool
+    default: false
+    version_added: 1.2.0
 requirements:
   - iptables (iptables-save, ip6tables-save), iproute2 (ss, ip) on the target.
   - nftables (nft) on the target to read native nftables tables; iptables-legacy-save when the
@@ -317,6 +324,14 @@ rollbacks:
       type: str
   sample: [{"id": "close-2026-11-25", "time": 1795000000.0, "at": "2026-11-18T06:13:20Z", "by": "watcher",
             "outcome": "restored"}]
+raw_inputs:
+  description:
+    - With O(raw_inputs), what the verdicts were computed from, as read, for the report's evidence bundle
+      (C(command/iptables_save), C(command/nft_ruleset), C(file/user_rules), C(file/before_rules), ...).
+  returned: when O(raw_inputs=true)
+  type: dict
+  version_added: 1.2.0
+  sample: {"command/iptables_save": "*filter\n:INPUT DROP [0:0]\n...", "file/user_rules": "*filter\n..."}
 caveats:
   description: Things the verdict could not take into account (also given as warnings).
   returned: always
@@ -329,6 +344,7 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.sipguard.firewall.plugins.module_utils.host_record import raw_inputs
 from ansible_collections.sipguard.firewall.plugins.module_utils.ports import DEFAULT_PORTS, PortSpecError, parse_port_specs
 from ansible_collections.sipguard.firewall.plugins.module_utils.ufw_host import gather, past_rollbacks
 from ansible_collections.sipguard.firewall.plugins.module_utils.ufw_model import UfwModelError, inspect_host, restricted_limits
@@ -341,6 +357,7 @@ def main():
             ports=dict(type="list", elements="str", default=list(DEFAULT_PORTS)),
             restricted_prefix=dict(type="dict", options=dict(ipv4=dict(type="int", default=8),
                                                              ipv6=dict(type="int", default=32))),
+            raw_inputs=dict(type="bool", default=False),
         ),
         supports_check_mode=True,
     )
@@ -358,6 +375,8 @@ def main():
     except (UfwModelError, NetfilterParseError) as exc:
         module.fail_json(msg="cannot understand this host's firewall state: %s" % exc)
     result["rollbacks"] = past_rollbacks()
+    if module.params["raw_inputs"]:
+        result["raw_inputs"] = raw_inputs(raw)
     for caveat in result["caveats"]:
         module.warn(caveat)
     module.exit_json(changed=False, **result)

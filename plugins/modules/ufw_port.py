@@ -153,8 +153,8 @@ options:
     default: 0
   rollback_id:
     description:
-      - Groups the calls of one run (one per port) so that a rollback restores the rules from before the
-        first of them. Use one id per run.
+      - Groups the calls of one run (the close role makes one per host, with every port; a playbook may make
+        more) so that a rollback restores the rules from before the first of them. Use one id per run.
       - A name, never a path - 1-128 letters, digits, C(.), C(_) or C(-), without C(..). It names a directory
         under C(/var/lib/sipguard/rollback) that a later run with the same id replaces.
     type: str

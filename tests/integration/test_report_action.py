@@ -68,7 +68,7 @@ def test_in_process_and_module_write_the_same_report(records):
 
 
 @pytest.mark.parametrize("args, message", [
-    ({"formats": ["pdf"]}, "value of formats must be one or more of: json, html, md, junit. Got no match for: pdf"),
+    ({"formats": ["pdf"]}, "value of formats must be one or more of: json, html, md, junit, sarif, prometheus, evidence. Got no match for: pdf"),
     ({"keep_history": -1}, "keep_history: -1 is negative; use 0 to keep no history"),
     ({"run_id": "../x"}, "run_id"),
     ({"bogus": 1}, "Unsupported parameters for (sipguard.firewall.fleet_report) module: bogus"),

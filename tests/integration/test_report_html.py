@@ -22,14 +22,27 @@ sys.path.insert(0, os.path.join(os.path.dirname(HERE), "unit"))
 import record_fixtures as F  # noqa: E402
 
 from ansible_collections.sipguard.firewall.plugins.module_utils.host_record import build_host_record  # noqa: E402
-from ansible_collections.sipguard.firewall.plugins.module_utils.report import build_report, render_html  # noqa: E402
+from ansible_collections.sipguard.firewall.plugins.module_utils.report import build_report  # noqa: E402
+from ansible_collections.sipguard.firewall.plugins.module_utils.report_render import render_html  # noqa: E402
+from ansible_collections.sipguard.firewall.plugins.module_utils.waivers import parse_waivers  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(
     CHROMIUM is None, reason="chromium is not installed (Debian: apt-get install chromium; `make deps` installs it)")
 
-# The badge colours of report.py's CSS: .badge.pass #1e7e34, .badge.fail #c62828, .badge.unreachable #b26a00
+# The badge colours of report_render.py's CSS: .badge.pass #1e7e34, .badge.fail #c62828, .badge.unreachable
+# #b26a00, .badge.waived #5e35b1, .badge.conditional #0277bd
 PASS_RGB, FAIL_RGB, UNREACHABLE_RGB = (0x1E, 0x7E, 0x34), (0xC6, 0x28, 0x28), (0xB2, 0x6A, 0x00)
+WAIVED_RGB, CONDITIONAL_RGB = (0x5E, 0x35, 0xB1), (0x02, 0x77, 0xBD)
+# allow-proto's UDP and TCP waived (it passes, as "waived"); range's waiver expired (it fails)
+WAIVERS = [{"id": "trunk-udp", "host": "allow-proto", "port": 5060, "proto": "udp", "owner": "voice-team",
+            "reason": "carrier trunk", "expires": "2027-01-31"},
+           {"id": "trunk-tcp", "host": "allow-proto", "port": 5060, "proto": "tcp", "owner": "voice-team",
+            "reason": "carrier trunk", "expires": "2027-01-31"},
+           {"id": "migration", "host": "range", "port": 5060, "proto": "udp", "owner": "ops",
+            "reason": "range rule until the migration", "expires": "2026-11-01"},
+           {"id": "forgotten", "host": "old-pbx-*", "port": 5060, "proto": "udp", "owner": "ops",
+            "reason": "decommissioned", "expires": "2027-06-30"}]
 
 
 def _chromium(profile, *args):
@@ -93,7 +106,8 @@ def report_html(tmp_path_factory):
     report_a = build_report(records, None, run_id="run-a", generated_at="2026-11-25T00:00:00Z")
     fleet = F.run_b(records)
     fleet["gone-host"] = build_host_record("gone-host", unreachable=True, error="ssh: connect timed out")
-    report = build_report(fleet, report_a, run_id="run-b", generated_at="2026-11-26T00:00:00Z")
+    report = build_report(fleet, report_a, run_id="run-b", generated_at="2026-11-26T00:00:00Z",
+                          waivers=parse_waivers(WAIVERS))
     directory = tmp_path_factory.mktemp("html")
     path = directory / "report.html"
     path.write_text(render_html(report))
@@ -112,9 +126,10 @@ def test_script_sorts_failing_hosts_first_and_marks_ready(report_html):
     bodies = _bodies(dom)
     assert sorted(h for h, _s in bodies) == sorted(report["hosts"])
     statuses = [s for _h, s in bodies]
-    # failing first, then unreachable, then passing; host names ascending within each
-    assert statuses == sorted(statuses, key=["fail", "unreachable", "pass"].index)
-    assert statuses.count("fail") == 18 and statuses.count("unreachable") == 1 and statuses.count("pass") == 5
+    # failing first, then unreachable, then waived, then passing; host names ascending within each
+    assert statuses == sorted(statuses, key=["fail", "unreachable", "waived", "pass"].index)
+    assert (statuses.count("fail"), statuses.count("unreachable"), statuses.count("waived"),
+            statuses.count("pass")) == (17, 1, 1, 5)
     assert dom.count('<tr class="detail" hidden=""') == len(report["hosts"])
 
 
@@ -139,5 +154,42 @@ def test_screenshot_shows_pass_and_fail_colours(report_html):
     assert fail_px > 1500, "no FAIL badges visible (%d px)" % fail_px
     assert unreachable_px > 300, "no UNREACHABLE badge visible (%d px)" % unreachable_px
     # the page is not blank: most of it is light background, some of it is text
+    dark = sum(1 for row in rows for px in row if max(px) < 80)
+    assert dark > 5000, "hardly any text rendered (%d dark px)" % dark
+
+
+def test_waived_and_conditional_verdicts_are_distinct_on_screen(report_html):
+    """Every host expanded (#expand): the waived host's purple WAIVED badges, the expired waiver's
+    red badge, and the blue "conditional" badges of verdicts that hold for some senders only."""
+    report, path, directory = report_html
+    dom = _chromium(os.path.join(directory, "profile"), "--dump-dom", "file://" + path + "#sort=host:ascending&expand")
+    assert 'data-ready="1"' in dom
+    row = dom[dom.index('data-host="allow-proto"'):]
+    assert '<tr class="row waived"' in row[:200] and "WAIVED</span> until 2027-01-31 by voice-team" in row
+    expired = dom[dom.index('data-host="range"'):]
+    assert "WAIVER EXPIRED</span>" in expired[:6000]
+    source = dom[dom.index('data-host="source-restricted"'):]
+    assert 'class="badge conditional"' in source[:6000] and "from 198.18.0.250/32" in source[:6000]
+    waivers = dom[dom.index('id="waivers"'):]
+    for status in ("ACTIVE", "EXPIRED", "STALE"):
+        assert ">%s</span>" % status in waivers
+    # On screen: a small fleet (the waived host, the expired waiver, a source and an interface
+    # restriction), every host expanded, so all of it fits into one screenshot.
+    records = F.load_records()
+    small = dict((host, records[host]) for host in ("allow-proto", "range", "source-restricted", "iface-restricted"))
+    page = os.path.join(directory, "small.html")
+    with open(page, "w") as fh:
+        fh.write(render_html(build_report(small, run_id="small", generated_at="2026-11-26T00:00:00Z",
+                                          waivers=parse_waivers(WAIVERS))))
+    png = os.path.join(directory, "report-html-waived.png")
+    _chromium(os.path.join(directory, "profile"), "--screenshot=%s" % png, "--window-size=1280,2400",
+              "--hide-scrollbars", "file://" + page + "#sort=status:descending&expand")
+    if os.environ.get("SIPGUARD_SCREENSHOT_DIR"):  # to look at it after the run
+        shutil.copy(png, os.environ["SIPGUARD_SCREENSHOT_DIR"])
+    width, height, rows = read_png(png)
+    assert (width, height) == (1280, 2400)
+    waived_px, conditional_px = _count(rows, WAIVED_RGB), _count(rows, CONDITIONAL_RGB)
+    assert waived_px > 800, "no WAIVED badge/row visible (%d px)" % waived_px
+    assert conditional_px > 300, "no conditional badge visible (%d px)" % conditional_px
     dark = sum(1 for row in rows for px in row if max(px) < 80)
     assert dark > 5000, "hardly any text rendered (%d dark px)" % dark

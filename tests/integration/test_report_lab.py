@@ -4,12 +4,17 @@ import copy
 import glob
 import json
 import os
+import re
 import subprocess
 import tempfile
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from xml.etree import ElementTree
 
+import jsonschema
 import pytest
 import xmlschema
+import yaml
 
 from conftest import BIN, HERE, TESTS, lab_up, sglab
 
@@ -112,3 +117,149 @@ def test_three_limit_slices_merged_equal_one_full_run(report_lab):
     proc = playbook(report_lab, MERGE, merged, "-e", json.dumps({"sipguard_report_merge_from": slices}))
     assert proc.returncode == 0, proc.stdout[-2000:]
     assert _volatile_free(load(merged)) == _volatile_free(load(full))
+
+
+# ----------------------------------------------------------------------------- waivers on the lab
+
+WAIVER = {"owner": "voice-team", "reason": "carrier trunk (CHG-4711)"}
+
+
+def _gate_with(lab, report_dir, waivers, fail_on=None):
+    extra = {"sipguard_waivers": waivers, "sipguard_report_formats": ["json", "md", "junit", "sarif"]}
+    if fail_on is not None:
+        extra["sipguard_gate_fail_on"] = fail_on
+    return playbook(lab, "sipguard.firewall.gate", report_dir, "-e", json.dumps(extra))
+
+
+def test_waivers_valid_expired_stale_and_malformed_on_the_lab(report_lab):
+    # the scenario's open hosts, whatever the tests before did: r-open has 5060 (udp and tcp) open,
+    # r-opens 5060/udp (ufw skips a rule it already has)
+    sglab("exec", "r-open", "--", "ufw", "allow", "5060")
+    sglab("exec", "r-opens", "--", "ufw", "allow", "5060/udp")
+    report_dir = tempfile.mkdtemp(prefix="sipguard-waivers-")
+
+    # malformed: the play stops before any host is inspected, and nothing is written
+    bad = playbook(report_lab, "sipguard.firewall.gate", report_dir, "-e", json.dumps({"sipguard_waivers": [
+        dict(WAIVER, host="r-open", port=5060, proto="udp", expires="2027-13-01")]}))
+    assert bad.returncode == 2, bad.stdout[-3000:]
+    assert "waivers[0].expires: '2027-13-01' is not a date; write it as YYYY-MM-DD" in bad.stdout
+    assert "Inspect UFW" not in bad.stdout and not os.path.exists(os.path.join(report_dir, "report.json"))
+
+    # valid (r-opens), expired (r-open's UDP), stale (nothing listens on 5061/tcp of r-closed)
+    waivers = [dict(WAIVER, id="trunk", host="r-opens", port=5060, proto="udp", expires="2099-12-31"),
+               dict(WAIVER, id="lapsed", host="r-open", port=5060, proto="udp", expires="2020-01-01"),
+               dict(WAIVER, id="stale", host="r-closed", port=5061, proto="tcp", expires="2099-12-31")]
+    first = _gate_with(report_lab, report_dir, waivers, fail_on=["exposed"])
+    assert first.returncode == 2, first.stdout[-3000:]
+    assert "- exposed: r-open: " in first.stdout and "waiver lapsed of voice-team expired on 2020-01-01" in first.stdout
+    assert "exposed: r-opens" not in first.stdout
+    report = load(report_dir)
+    assert [(w["id"], w["status"]) for w in report["waivers"]] == [
+        ("trunk", "active"), ("lapsed", "expired"), ("stale", "stale")]
+    assert report["hosts"]["r-opens"]["compliant"] and report["hosts"]["r-opens"]["waived"] >= 2
+    assert not report["hosts"]["r-open"]["compliant"]
+    md = open(os.path.join(report_dir, "report.md")).read()
+    assert "WAIVED until 2099-12-31 (trunk, owner voice-team: carrier trunk (CHG-4711)): 5060/udp ipv4 open" in md
+    assert "waiver stale (r-closed 5061/tcp, owner voice-team) matches nothing" in md
+    cases = dict(((c.get("classname"), c.get("name")), c) for c in
+                 ElementTree.parse(os.path.join(report_dir, "junit.xml")).iter("testcase"))
+    assert cases[("r-opens", "5060/udp/ipv4")].find("skipped") is not None
+    assert cases[("r-open", "5060/udp/ipv4")].find("failure") is not None
+    with open(os.path.join(report_dir, "report.sarif")) as fh:
+        results = json.load(fh)["runs"][0]["results"]
+    assert {r["properties"]["host"] for r in results if r.get("suppressions")} == {"r-opens"}
+
+    # every exposure waived and in force: the whole default gate passes, and the hosts are still
+    # shown as exposed and waived
+    waivers[1]["expires"] = "2099-12-31"
+    waivers.append(dict(WAIVER, id="tcp", host="r-open", port=5060, proto="tcp", expires="2099-12-31"))
+    second = _gate_with(report_lab, report_dir, waivers)
+    assert second.returncode == 0, second.stdout[-3000:]
+    report = load(report_dir)
+    assert report["hosts"]["r-open"]["compliant"] and report["hosts"]["r-open"]["exposed"]
+    assert [c["kind"] for c in report["changes"] if c["host"] == "r-open"] == ["compliance_changed"]
+    assert "- r-open became compliant" in open(os.path.join(report_dir, "report.md")).read()
+
+    # someone opens 5060/tcp on r-opens: the webhook is told after a second probe from the
+    # controller got a SIP answer; what opened, where, through which rule, since when
+    received = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 (http.server's naming)
+            received.append(json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0")))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    sglab("exec", "r-opens", "--", "ufw", "allow", "5060/tcp")
+    try:
+        third = playbook(report_lab, "sipguard.firewall.gate", report_dir, "-e", json.dumps({
+            "sipguard_waivers": waivers, "sipguard_gate_fail_on": ["regression"],
+            "sipguard_webhook_url": "http://127.0.0.1:%d/hook" % server.server_address[1]}))
+    finally:
+        sglab("exec", "r-opens", "--", "ufw", "delete", "allow", "5060/tcp")
+        server.shutdown()
+        server.server_close()
+    assert third.returncode == 2 and "regression: 5060/tcp/ipv4 on r-opens opened (it was blocked)" in third.stdout
+    assert "Probe the opened ports again" in third.stdout
+    assert len(received) == 1, third.stdout[-3000:]
+    opened = received[0]["sipguard"]["opened"]
+    assert sorted(o["key"] for o in opened) == ["5060/tcp/ipv4", "5060/tcp/ipv6"]
+    assert all(o["confirmed_by"] == "open" and o["via"] == "ufw" and o["rule"] for o in opened)
+    assert "- 5060/tcp/ipv4 on r-opens opened through ufw rule" in received[0]["text"]
+    assert "; a second probe got a SIP answer" in received[0]["text"]
+
+
+# ----------------------------------------------------------------------------- docs/ci-gate.md
+
+def _github_workflow():
+    with open(os.path.join(os.path.dirname(TESTS), "docs", "ci-gate.md")) as fh:
+        text = fh.read()
+    block = re.search(r"```yaml\n(# \.github/workflows/sipguard-gate\.yml\n.*?)```", text, re.S).group(1)
+    return yaml.safe_load(block)
+
+
+def _step(workflow, name=None, uses=None):
+    for step in workflow["jobs"]["gate"]["steps"]:
+        if (name and step.get("name") == name) or (uses and step.get("uses", "").startswith(uses)):
+            return step
+    raise AssertionError("docs/ci-gate.md: no step %s" % (name or uses))
+
+
+def test_ci_gate_github_example_writes_what_its_upload_steps_take(report_lab, tmp_path):
+    """The GitHub workflow of docs/ci-gate.md, as far as it runs without GitHub: the Gate step's
+    command (on the lab), the Job summary script, then every path the upload steps take."""
+    workflow = _github_workflow()
+    workspace = tmp_path / "workspace"
+    workspace.mkdir()
+    env = dict(os.environ, REPORT_DIR=str(workspace / "sipguard-report"), SIPGUARD_WEBHOOK_URL="",
+               ANSIBLE_HOST_KEY_CHECKING="False", ANSIBLE_DEPRECATION_WARNINGS="False",
+               PATH=BIN + os.pathsep + os.environ["PATH"], GITHUB_STEP_SUMMARY=str(tmp_path / "summary.md"))
+    gate = _step(workflow, name="Gate")["run"]
+    gate = re.sub(r"\$\{\{[^}]*\}\}", "https://github.example.invalid/run", gate)
+    gate = gate.replace("-i inventory/production.yml", "-i " + report_lab["inventory"])
+    proc = subprocess.run(["bash", "-c", gate], cwd=str(workspace), env=env, text=True, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, timeout=600, check=False)
+    # the lab has SIP open: the default policy fails the job (2); the later steps run `if: always()`
+    assert proc.returncode == 2 and "sipguard gate failed" in proc.stdout, proc.stdout[-3000:]
+    summary = _step(workflow, name="Job summary")
+    assert summary["if"] == "always()"
+    subprocess.run(["bash", "-e", "-c", summary["run"]], cwd=str(workspace), env=env, check=True, timeout=60)
+    assert (tmp_path / "summary.md").read_text().startswith("## sipguard SIP exposure: FAIL")
+
+    junit = _step(workflow, uses="mikepenz/action-junit-report")["with"]["report_paths"]
+    xmlschema.XMLSchema(XSD).validate(str(workspace / junit))
+    sarif = _step(workflow, uses="github/codeql-action/upload-sarif")
+    with open(os.path.join(TESTS, "unit", "fixtures", "report", "oasis__sarif-schema-2.1.0.json")) as fh:
+        validator = jsonschema.Draft4Validator(json.load(fh))
+    with open(str(workspace / sarif["with"]["sarif_file"])) as fh:
+        log = json.load(fh)
+    assert not list(validator.iter_errors(log))
+    assert log["runs"][0]["results"] and all(r["partialFingerprints"] for r in log["runs"][0]["results"])
+    for path in _step(workflow, uses="actions/upload-artifact")["with"]["path"].split():
+        assert (workspace / path).is_file(), path
+    assert (workspace / _step(workflow, uses="actions/cache/save")["with"]["path"] / "report.json").is_file()

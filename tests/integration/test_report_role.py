@@ -129,13 +129,17 @@ def test_report_role_runs_tracks_changes_alerts_and_gates(fleet, webhook):
     assert {(c["host"], c["kind"], c["key"]) for c in report_b["changes"]} == F.RUN_B_CHANGES
     assert report_b["baseline"]["run_id"] == report_a["run_id"]
     assert "sipguard gate failed (fail_on: regression): 2 problem(s)" in out
-    assert "regression: default-deny 5060/udp/ipv4 opened (blocked -> open)" in out
+    assert "regression: 5060/udp/ipv4 on default-deny opened (it was blocked): ufw rule 3" in out
     assert len(received) == 1
     hook = received[0]
     assert hook["path"] == "/" + URL_SECRET and hook["headers"]["Authorization"] == "Bearer " + TOKEN
     assert hook["headers"]["Content-Type"].startswith("application/json")
     assert isinstance(hook["body"]["text"], str)  # Slack-compatible
-    assert "default-deny 5060/udp/ipv4: blocked -> open" in hook["body"]["text"]
+    # what opened, where, through which rule, since when; the fake fleet's hosts have no probe target,
+    # so the second probe cannot run and the opening is alerted as it is
+    assert "- 5060/udp/ipv4 on default-deny opened through ufw rule 3, since %s (blocked at %s)" % (
+        report_b["generated_at"], report_a["generated_at"]) in hook["body"]["text"]
+    assert "not probed again: no probe target" in hook["body"]["text"]
     assert hook["body"]["sipguard"]["run_id"] == report_b["run_id"]
     assert [c["key"] for c in hook["body"]["sipguard"]["opened"]] == ["5060/udp/ipv4"]
     assert URL_SECRET not in out and TOKEN not in out and url not in out
@@ -195,3 +199,38 @@ def test_report_role_mode(fleet):
     rc, out = _play(fleet, records, {}, extra_args=["-e", "@" + str(fleet / "vars.yml")])
     assert rc != 0 and "mode: 416 is not a string; quote the mode, for example '0640'" in out, out
     assert (report_dir / "report.json").read_bytes() == before
+
+
+def test_report_role_waivers(fleet, webhook):
+    """Waivers through the role: a malformed one stops the play before anything is written; valid,
+    expired and stale ones are in the report; the expired one fails the gate and alerts."""
+    url, received = webhook
+    records = F.load_records()
+    incomplete = {"host": "allow-proto", "port": 5060, "proto": "udp", "owner": "voice", "reason": "trunk"}
+    rc, out = _play(fleet, records, {"sipguard_waivers": [incomplete]})
+    assert rc != 0 and "waivers[0]: missing expires (a waiver needs host, port, proto, owner, reason, expires)" in out
+    assert not (fleet / "report").exists()
+    waivers = [{"id": "trunk", "host": "allow-*", "port": 5060, "proto": "udp", "owner": "voice", "reason": "trunk",
+                "expires": "2099-12-31"},
+               {"id": "trunk-tcp", "host": "allow-*", "port": 5060, "proto": "tcp", "owner": "voice",
+                "reason": "trunk", "expires": "2020-01-01"},
+               {"id": "gone", "host": "old-*", "port": 5060, "proto": "udp", "owner": "ops", "reason": "old",
+                "expires": "2099-12-31"}]
+    rc, out = _play(fleet, records, {"sipguard_waivers": waivers, "sipguard_fail_on": ["exposed"],
+                                     "sipguard_webhook_url": url, "sipguard_report_formats": ["json", "md", "sarif"]})
+    assert rc != 0, out
+    report = _report(fleet)
+    assert [(w["id"], w["status"]) for w in report["waivers"]] == [
+        ("trunk", "active"), ("trunk-tcp", "expired"), ("gone", "stale")]
+    assert "exposed: allow-proto: 5060/tcp ipv4 open:" in out and "waiver trunk-tcp of voice expired on 2020-01-01" in out
+    md = (fleet / "report" / "report.md").read_text()
+    assert "WAIVED until 2099-12-31 (trunk, owner voice: trunk): 5060/udp ipv4 open" in md
+    assert "waiver gone (old-* 5060/udp, owner ops) matches nothing" in md
+    assert len(received) == 1 and "1 waiver(s) expired" in received[0]["body"]["text"]
+    # the TCP waiver renewed: allow-proto passes the gate, still shown as waived
+    waivers[1]["expires"] = "2099-12-31"
+    rc, out = _play(fleet, records, {"sipguard_waivers": waivers, "sipguard_fail_on": ["exposed"],
+                                     "sipguard_report_hosts": ["allow-proto", "deny"]})
+    assert rc == 0, out
+    report = _report(fleet)
+    assert report["hosts"]["allow-proto"]["compliant"] and report["hosts"]["allow-proto"]["waived"] == 8

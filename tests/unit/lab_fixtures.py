@@ -34,7 +34,7 @@ def hosts():
 
 
 def raw(host, ufw_binary="/usr/sbin/ufw", directory=LAB):
-    """The dict ufw_info's _gather() builds, from the recorded files of one lab host."""
+    """The dict ufw_host.gather() builds (what ufw_info reads), from the recorded files of one lab host."""
     data = {"ufw_binary": ufw_binary, "commands": {}, "files": {}, "applications": {}, "caveats": []}
     for key in ufw_model.COMMANDS:
         out = read(host, key, directory=directory)

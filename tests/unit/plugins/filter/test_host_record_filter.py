@@ -13,6 +13,8 @@ from ansible.errors import AnsibleFilterError
 
 from ansible_collections.sipguard.firewall.plugins.filter.host_record import FilterModule
 
+from ansible_collections.sipguard.firewall.plugins.module_utils.host_record import record_findings
+
 import record_fixtures as F
 
 FILTERS = FilterModule().filters()
@@ -28,7 +30,9 @@ def test_host_record_filter_is_build_host_record(host, probes_as):
              "loop": [{"results": probes[:3]}, {"results": probes[3:]}]}[probes_as]
     built = FILTERS["host_record"](info, host, probes=given, checked_at=record["checked_at"])
     built["ufw"] = record["ufw"]  # _info() leaves ufw out; the rest must match exactly
+    details = built.pop("finding_details")
     assert built == record
+    assert details == record_findings(record)  # recorded before finding_details existed
 
 
 def test_allow_restricted_false_makes_restricted_non_compliant():
@@ -91,6 +95,7 @@ def test_addresses_pick_this_hosts_probes_from_the_fleets_batched_result():
     built = FILTERS["host_record"](F._info(mine), "deny", probes={"results": [{"results": fleet}]},
                                    addresses=addresses, checked_at=mine["checked_at"])
     built["ufw"] = mine["ufw"]
+    assert built.pop("finding_details") == record_findings(mine)
     assert built == mine
     with pytest.raises(AnsibleFilterError, match="addresses must be a list"):
         FILTERS["host_record"](F._info(mine), "deny", probes=fleet, addresses=addresses[0])
@@ -105,4 +110,5 @@ def test_a_target_probed_again_after_a_change_counts_with_its_last_result():
     built = FILTERS["host_record"](F._info(record), "deny", probes=[{"results": before}, {"results": after}],
                                    checked_at=record["checked_at"])
     built["ufw"] = record["ufw"]
+    assert built.pop("finding_details") == record_findings(record)
     assert built == record and len(built["probes"]) == len(after)

@@ -22,24 +22,24 @@ from html.parser import HTMLParser
 import pytest
 import xmlschema
 
-from ansible_collections.sipguard.firewall.plugins.module_utils.host_record import build_host_record
+from ansible_collections.sipguard.firewall.plugins.module_utils.host_record import build_host_record, record_findings
 from ansible_collections.sipguard.firewall.plugins.module_utils.report import (
     CHANGE_KINDS,
     RUN_KEYS,
     ReportError,
-    alert_body,
     build_report,
     comparable,
     diff_reports,
-    gate,
-    gate_message,
     loads_report,
     merge_reports,
+    summarize,
+)
+from ansible_collections.sipguard.firewall.plugins.module_utils.report_gate import alert_body, gate, gate_message
+from ansible_collections.sipguard.firewall.plugins.module_utils.report_render import (
     render_html,
     render_json,
     render_junit,
     render_markdown,
-    summarize,
 )
 
 import record_fixtures as F
@@ -89,7 +89,13 @@ def test_reverify_reproduces_every_recorded_record(records):
     """The helper that derives run B goes through build_host_record and changes nothing by itself."""
     assert len(records) == 23
     for host, record in records.items():
-        assert F.reverify(record) == record, host
+        again = F.reverify(record)
+        details = again.pop("finding_details")
+        assert again == record, host
+        # The fixtures were recorded before finding_details existed: what record_findings() rebuilds
+        # for such a record is what build_host_record() writes now.
+        assert record_findings(record) == details, host
+        assert [d["text"] for d in details] == record["findings"], host
 
 
 # ----------------------------------------------------------------------------- summary
@@ -203,7 +209,7 @@ def test_no_baseline_no_changes(records):
 @pytest.mark.parametrize("fail_on, expected", [
     ([], []),
     (["regression"], ["regression: default-deny turned non-compliant (was compliant): ",
-                      "regression: default-deny 5060/udp/ipv4 opened (blocked -> open): "]),
+                      "regression: 5060/udp/ipv4 on default-deny opened (it was blocked): ufw rule 3 "]),
     (["unreachable"], []),
 ])
 def test_gate_on_run_b(report_b, fail_on, expected):
@@ -264,7 +270,8 @@ def test_alert_only_when_something_opened(report_a, report_b):
     assert alert_body(report_a) is None
     body = alert_body(report_b, "https://ci.example.invalid/report.html")
     assert body["text"].splitlines()[0] == "sipguard: SIP opened on 1 port(s) since run run-a"
-    assert "default-deny 5060/udp/ipv4: blocked -> open" in body["text"]
+    assert "- 5060/udp/ipv4 on default-deny opened through ufw rule 3, since %s (blocked at %s): ufw rule 3" % (
+        T_B, T_A) in body["text"]
     assert [c["host"] for c in body["sipguard"]["opened"]] == ["default-deny"]
     json.dumps(body)  # it goes into a JSON POST
 
@@ -387,7 +394,8 @@ def test_junit_validates_and_has_one_case_per_host_and_key(report_b, junit_schem
 
 def test_junit_keeps_xml_valid_with_control_characters_and_newlines(records, junit_schema):
     record = dict(records["allow-proto"], host="pbx\x1b[0m", error=None)
-    record["findings"] = ["5060/udp ipv4 open: banner says \"hi\"\x00\nsecond line"] + record["findings"][1:]
+    record["exposure"] = [dict(record["exposure"][0], reason="banner says \"hi\"\x00\nsecond line")] + \
+        record["exposure"][1:]
     text = render_junit(build_report({record["host"]: record}, run_id="r", generated_at=T_A))
     junit_schema.validate(text)
     case = _junit_cases(text)[("pbx?[0m", "5060/udp/ipv4")]
@@ -440,8 +448,8 @@ def test_markdown_lists_non_compliant_hosts_and_changes(report_b):
     assert md.startswith("## sipguard SIP exposure: FAIL")
     assert "| 23 | 5 | 18 | 0 | 19 | 6 |" in md
     assert "- **default-deny** (non-compliant)" in md
-    assert "- default-deny 5060/udp/ipv4 opened: blocked -> open" in md
-    assert "- allow-proto ufw rules changed: +[] -[3 allow 5060/tcp Anywhere, 6 allow 5060/tcp (v6) Anywhere (v6)]" in md
+    assert "- 5060/udp/ipv4 on default-deny opened (it was blocked): ufw rule 3" in md
+    assert "- allow-proto's UFW rules changed: removed 3 allow 5060/tcp Anywhere; 6 allow 5060/tcp (v6) Anywhere (v6)" in md
 
 
 def test_markdown_is_bounded(report_a):
