@@ -389,12 +389,32 @@ for c in cpu cpuacct cpuset memory devices freezer blkio pids; do
     if grep -qw "$c" /proc/cgroups; then mkdir -p /sys/fs/cgroup/$c; mount -t cgroup -o $c cgroup /sys/fs/cgroup/$c; fi
 done
 exec dockerd --data-root "$d/data" --exec-root "$d/exec" --pidfile "$d/docker.pid" -H "unix://$d/docker.sock" \
-    --storage-driver vfs --cgroup-parent sipguard-lab >"$d/dockerd.log" 2>&1
+    --storage-driver vfs --cgroup-parent "$2" >"$d/dockerd.log" 2>&1
 """
 
 
 def docker_dir(ns, workdir):
     return os.path.join(workdir, "docker", ns)
+
+
+def docker_cgroup(ns):
+    """The cgroup parent of the lab host's containers: how their processes are found when dockerd is gone."""
+    return "sipguard-lab-" + ns
+
+
+def kill_containers(ns):
+    """Kill the processes of the lab host's containers: they live in network namespaces of their own,
+    so ending the host's processes (dockerd, containerd, the shims) leaves them running."""
+    mark = ":/%s/" % docker_cgroup(ns)
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open("/proc/%s/cgroup" % name) as fh:
+                if mark in fh.read():
+                    os.kill(int(name), signal.SIGKILL)
+        except (OSError, ValueError):
+            pass
 
 
 def docker_cli(ns, workdir, args, **kw):
@@ -438,7 +458,7 @@ def start_docker(ns, workdir):
     wrapper = os.path.join(workdir, "docker", "start-dockerd.sh")
     write(wrapper, DOCKERD_WRAPPER, 0o755)
     _check_ns(ns)
-    subprocess.Popen(["ip", "netns", "exec", ns, wrapper, state], stdin=subprocess.DEVNULL,
+    subprocess.Popen(["ip", "netns", "exec", ns, wrapper, state, docker_cgroup(ns)], stdin=subprocess.DEVNULL,
                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 30
     while docker_cli(ns, workdir, ["version"], check=False).returncode != 0:
@@ -456,6 +476,7 @@ def stop_docker(ns, workdir):
     own, which killing the host's processes would not reach)."""
     state = docker_dir(ns, workdir)
     if not os.path.exists(os.path.join(state, "docker.pid")):
+        kill_containers(ns)  # dockerd gone (or never there): its containers may still run
         return
     ids = docker_cli(ns, workdir, ["ps", "-aq"], check=False).stdout.split()
     if ids:
@@ -469,6 +490,7 @@ def stop_docker(ns, workdir):
             time.sleep(0.05)
     except (OSError, ValueError):
         pass
+    kill_containers(ns)
     shutil.rmtree(state, ignore_errors=True)
 
 
