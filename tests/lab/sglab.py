@@ -348,7 +348,12 @@ def start_kamailio(ns, name, workdir, addresses):
     write(cfg, KAMAILIO_CFG.format(listen=kamailio_listen(addresses), name=name, mpath=KAMAILIO_MODULES))
     rundir = os.path.join(hostdir, "kamailio-run-%s" % ns)
     os.makedirs(rundir, exist_ok=True)
-    nsexec(ns, ["kamailio", "-f", cfg, "-P", os.path.join(rundir, "kamailio.pid"), "-Y", rundir,
+    pidfile = os.path.join(rundir, "kamailio.pid")
+    if os.path.exists(pidfile):
+        # Left by a kamailio of an earlier build (the host's processes were killed): kamailio refuses to
+        # start (exit 255, nothing on stderr) when the pid in it is alive, and pids get reused.
+        os.remove(pidfile)
+    nsexec(ns, ["kamailio", "-f", cfg, "-P", pidfile, "-Y", rundir,
                 "-m", "16", "-M", "4"], timeout=30)
 
 
