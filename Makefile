@@ -16,7 +16,7 @@ VERSION := $(shell sed -n 's/^version: *//p' galaxy.yml)
 TARBALL := $(BUILD)/sipguard-firewall-$(VERSION).tar.gz
 LAB_DIR ?= /var/tmp/sipguard-lab
 DEMO_DIR ?= /var/tmp/sipguard-demo
-APT_PACKAGES := ufw iptables nftables iproute2 openssh-server openssh-client kamailio nmap sip-tester procps \
+APT_PACKAGES := ufw iptables nftables iproute2 openssh-server openssh-client kamailio nmap sip-tester procps docker.io \
                 python3 python3-venv git chromium prometheus
 export ANSIBLE_COLLECTIONS_PATH := $(COLLECTIONS)
 export ANSIBLE_HOST_KEY_CHECKING := False
@@ -37,7 +37,15 @@ help:
 deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then echo "apt-get install:$$missing"; apt-get update -qq; \
-	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; fi
+	  others=$$(echo $$missing | tr ' ' '\n' | grep -vx docker.io | tr '\n' ' '); \
+	  if [ -n "$$others" ]; then DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$others >/dev/null; fi; \
+	  case " $$missing " in *" docker.io "*) \
+	    guard=""; if [ ! -e /usr/sbin/policy-rc.d ]; then printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod 755 /usr/sbin/policy-rc.d; guard=1; fi; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker.io >/dev/null; \
+	    [ -z "$$guard" ] || rm -f /usr/sbin/policy-rc.d; \
+	    if [ -d /run/systemd/system ]; then systemctl disable docker.service docker.socket >/dev/null 2>&1 || true; fi; \
+	    echo "docker.io: installed without starting the machine's own dockerd (the lab runs one per Docker lab host, in its namespace)";; \
+	  esac; fi
 
 $(BIN)/ansible: requirements-test.txt
 	$(PYTHON) -m venv $(VENV)

@@ -165,7 +165,7 @@ def _translated(net, family, proto, port, nat):
     """The packet after a DNAT/REDIRECT outcome of a nat base chain."""
     if nat.verdict == "REDIRECT":
         first = (nat.note or "").split("-")[0]
-        return Packet(family, proto, int(first) if first.isdigit() else port, local=True, dnat=True)
+        return Packet(family, proto, int(first) if first.isdigit() else port, local=True, dnat=True, orig_dport=port)
     to = nat.note or ""
     if to.startswith("["):
         addr, _sep, rest = to[1:].partition("]")
@@ -176,8 +176,9 @@ def _translated(net, family, proto, port, nat):
         addr, to_port = to, ""
     to_port = int(to_port.split("-")[0]) if to_port.split("-")[0].isdigit() else port
     if addr and addr not in net.addresses:
-        return Packet(family, proto, to_port, dst=addr, local=False, out=route_device(net.routes, addr), dnat=True)
-    return Packet(family, proto, to_port, dst=None, local=True, dnat=True)
+        return Packet(family, proto, to_port, dst=addr, local=False, out=route_device(net.routes, addr), dnat=True,
+                      orig_dport=port)
+    return Packet(family, proto, to_port, dst=None, local=True, dnat=True, orig_dport=port)
 
 
 def _run_hook(walker, chains, index, pkt, assumed, accepted, nat):

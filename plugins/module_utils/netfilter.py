@@ -284,9 +284,9 @@ MARK_TARGETS = ("MARK", "CONNMARK")
 class Packet(object):
     """The first packet of a new connection arriving from outside the host (see FIRST_PACKET_LENGTH)."""
 
-    __slots__ = ("family", "proto", "dport", "dst", "local", "out", "dnat")
+    __slots__ = ("family", "proto", "dport", "dst", "local", "out", "dnat", "orig_dport")
 
-    def __init__(self, family, proto, dport, dst=None, local=True, out=None, dnat=False):
+    def __init__(self, family, proto, dport, dst=None, local=True, out=None, dnat=False, orig_dport=None):
         self.family = family
         self.proto = proto
         self.dport = dport
@@ -294,6 +294,8 @@ class Packet(object):
         self.local = local
         self.out = out
         self.dnat = dnat
+        # The port the client connected to (conntrack's original destination port), after a DNAT.
+        self.orig_dport = dport if orig_dport is None else orig_dport
 
     def moved(self, **changes):
         values = dict((k, getattr(self, k)) for k in self.__slots__)
@@ -813,6 +815,9 @@ class Walker(object):
                     return False
             elif module == "rt" and opt == "--rt-type":
                 return False  # a routing header (ufw drops type 0) is not in an ordinary packet
+            elif opt == "--ctorigdstport":
+                if _port_in(pkt.orig_dport, value) == neg:
+                    return False
             elif opt == "--ctdir":
                 if (value.upper() == "ORIGINAL") == neg:
                     return False
@@ -890,7 +895,12 @@ class Walker(object):
         """Decide each condition from what the path assumed, or by forking (``fork(other)``)."""
         for cond in conds:
             if cond.key in assumed:
-                value = assumed[cond.key][0]
+                # ``-i docker0`` and ``! -i docker0`` share a key (the sender is on docker0 or not):
+                # what was assumed holds for one and not for the other (Docker's nat DOCKER chain
+                # returns for -i docker0, then DNATs ! -i docker0).
+                value, _text, generic = assumed[cond.key]
+                if generic != cond.generic:
+                    value = not value
             elif self.paths >= MAX_PATHS:
                 value = cond.generic
                 assumed[cond.key] = (value, cond.text, cond.generic)

@@ -22,6 +22,7 @@ import time
 
 from ansible_collections.sipguard.firewall.plugins.module_utils.netfilter import NetfilterParseError
 from ansible_collections.sipguard.firewall.plugins.module_utils.ports import PortSpec
+from ansible_collections.sipguard.firewall.plugins.module_utils.ufw_files import DOCKER_CHAIN, RULE_FILES
 from ansible_collections.sipguard.firewall.plugins.module_utils.ufw_model import UfwHost, UfwModelError, inspect_host
 from ansible_collections.sipguard.firewall.plugins.module_utils.ufw_host import ApplyError, check_rollback_id
 from ansible_collections.sipguard.firewall.plugins.module_utils.ufw_plan import (
@@ -73,6 +74,10 @@ class ChangeRequest(object):
         self.enable_ufw = params.get("enable_ufw", True)
         self.lockout_guard = params.get("lockout_guard", True)
         self.apply = params.get("apply", "auto")
+        self.edit_ufw_files = bool(params.get("edit_ufw_files", False))
+        self.docker = bool(params.get("docker", False))
+        # Names the run in the markers of edited rules files (and the rollback group).
+        self.run_id = self.rollback_id
         self.rollback_after = params.get("rollback_after") or 0
         if self.rollback_after < 0:
             raise ChangeFailed("rollback_after: %d is negative; give seconds (0 = no rollback)" % self.rollback_after,
@@ -82,7 +87,8 @@ class ChangeRequest(object):
 
     def plan(self, host, ssh_ports):
         return plan_close(host, self.targets, self.state, self.allow_from, self.method, self.families,
-                          self.enable_ufw, ssh_ports, self.lockout_guard, self.restricted_prefix)
+                          self.enable_ufw, ssh_ports, self.lockout_guard, self.restricted_prefix,
+                          edit_ufw_files=self.edit_ufw_files, docker=self.docker, run_id=self.run_id)
 
 
 def _states(verdicts):
@@ -108,6 +114,17 @@ def _reread(runner, request):
         return None
 
 
+def _diff(plan, rules_after=None):
+    """Diff mode: the numbered rules before and after, then each edited rules file."""
+    diffs = [dict(before_header="ufw status numbered", after_header="ufw status numbered",
+                  before=render_rules(plan.before), after=render_rules(plan.after if rules_after is None
+                                                                       else rules_after))]
+    for path in sorted(plan.rule_files):
+        diffs.append(dict(before_header=path, after_header=path, before=plan.rule_files_before.get(path, ""),
+                          after=plan.rule_files[path]))
+    return diffs
+
+
 def _result(request, plan, guard, applied_with):
     return dict(
         changed=plan.changed,
@@ -123,7 +140,8 @@ def _result(request, plan, guard, applied_with):
         ssh_port_sources=guard.sources(),
         rollback=dict(id=request.rollback_id, armed=None, deadline=None),
         concurrent=dict(waited_for=[], reapplied=0),
-        diff=dict(before=render_rules(plan.before), after=render_rules(plan.after)),
+        diff=_diff(plan),
+        file_edits=plan.file_edits,
         info=None,
     )
 
@@ -135,6 +153,9 @@ def run_change(runner, request, check_mode=False, now=time.time):
     (nothing changed) or fails (the message says whether the previous rules were restored).
     """
     rollbacks = runner.rollbacks()
+    if request.run_id is None:
+        # One name for the run: the markers in edited rules files and the rollback group.
+        request.run_id = "ufw_port-%d-%d" % (os.getpid(), int(now()))
     # Check mode writes nothing, not even ufw's lock file.
     held = _Lock(runner, check_mode)
     try:
@@ -217,12 +238,20 @@ def _locked(runner, request, check_mode, now, rollbacks, held):
 
 
 def _apply(runner, host, plan, applied_with):
-    """Make ``plan``'s change on ``host`` (with the commands when the files cannot be rewritten)."""
-    if applied_with == "files" and plan.files is not None:
-        reload_families = [f for f in plan.files if host.active and (f == 4 or host.ipv6)]
-        runner.apply_files(plan.files, reload_families, plan.enable)
-    else:
-        runner.apply_commands(plan.commands)
+    """Make ``plan``'s change on ``host`` (with the commands when the files cannot be rewritten).
+
+    Edited before/after rules files are written first; an active UFW is then reloaded (``ufw
+    reload`` loads them, the user rules too), an inactive one loads them when it is enabled."""
+    if plan.rule_files:
+        runner.write_rule_files(plan.rule_files)
+    if plan.commands:
+        if applied_with == "files" and plan.files is not None:
+            reload_families = [f for f in plan.files if host.active and (f == 4 or host.ipv6)]
+            runner.apply_files(plan.files, reload_families, plan.enable)
+        else:
+            runner.apply_commands(plan.commands)
+    if plan.rule_files and host.active:
+        runner.reload()
 
 
 def _verify(request, plan, after, ports):
@@ -286,9 +315,11 @@ def _concurrent(runner, request, ports, applied_with, held, result):
 
 def _transaction(runner, request, host, plan, ports, result, now, held):
     """Back up -> arm -> apply -> re-read -> verify, restoring on any exception after the backup."""
-    group = request.rollback_id or "ufw_port-%d-%d" % (os.getpid(), int(now()))
+    group = request.run_id
     try:
-        directory = runner.backup(group, host.active)
+        chains = _chains_to_keep(host, plan)
+        # (runners written for the two-argument backup keep working when there is no chain to keep)
+        directory = runner.backup(group, host.active, chains) if chains else runner.backup(group, host.active)
     except Exception as exc:  # pylint: disable=broad-except
         raise ChangeFailed("backing up the rules before the change failed: %s. Nothing was changed" % exc,
                            dict(result, changed=False, info=_inspect(host, request)))
@@ -325,7 +356,25 @@ def _transaction(runner, request, host, plan, ports, result, now, held):
         raise ChangeFailed(msg, failed)
     result["rules_after"] = check.before
     result["info"] = _inspect(after, request)
-    result["diff"]["after"] = render_rules(check.before)
+    result["diff"] = _diff(plan, check.before)
+
+
+def _chains_to_keep(host, plan):
+    """{family: iptables-restore text of DOCKER-USER as it is} when the plan declares it in after.rules:
+    a reload after the rules files are restored leaves that chain as the change made it (no file
+    declares it any more), so the rollback restores it from this."""
+    keep = {}
+    for family in (4, 6):
+        if not any(e["action"] == "docker block" and e["file"] == RULE_FILES[(family, "after")]
+                   for e in plan.file_edits):
+            continue
+        chain = host.live[family].get("filter", {}).get(DOCKER_CHAIN)
+        if chain is None:
+            continue
+        rules = ["-A %s %s" % (DOCKER_CHAIN, " ".join('"%s"' % x if " " in x or not x else x for x in r.args))
+                 for r in chain.rules]
+        keep[family] = "*filter\n:%s - [0:0]\n%sCOMMIT\n" % (DOCKER_CHAIN, "".join(r + "\n" for r in rules))
+    return keep
 
 
 def _undo(runner, directory, armed, step, exc):

@@ -26,7 +26,13 @@ from ansible_collections.sipguard.firewall.plugins.module_utils.ssh_guard import
 from ansible_collections.sipguard.firewall.plugins.module_utils.ufw_model import APPLICATIONS_DIR, COMMANDS, FILES
 
 BACKUP_ROOT = "/var/lib/sipguard/rollback"
-BACKED_UP = ("/etc/ufw/user.rules", "/etc/ufw/user6.rules", "/etc/ufw/ufw.conf")
+BACKED_UP = ("/etc/ufw/user.rules", "/etc/ufw/user6.rules", "/etc/ufw/ufw.conf",
+             # edit_ufw_files and docker edit these (ufw_files.RULE_FILES)
+             "/etc/ufw/before.rules", "/etc/ufw/before6.rules", "/etc/ufw/after.rules", "/etc/ufw/after6.rules")
+# A chain a change declares in after.rules (docker: DOCKER-USER) keeps what the change put there when
+# the files are restored (a reload flushes only the chains a file declares): its rules from before the
+# change are kept as docker-user<family>.rules and loaded back with iptables-restore -n.
+CHAIN_BACKUP = {4: "docker-user4.rules", 6: "docker-user6.rules"}
 # The route table of a family is read only when a backend of that family has a DNAT
 # (iptables' "-j DNAT", nft's JSON "dnat" statement).
 ROUTES_FOR = {"ip_route": ("iptables_save", "iptables_legacy_save", "nft_ruleset"),
@@ -297,7 +303,7 @@ def _ufw_dir_id():
     return "%d:%d" % (st.st_dev, st.st_ino)
 
 
-def backup(group, was_active, ufw_binary="ufw"):
+def backup(group, was_active, ufw_binary="ufw", chains=None):
     """Copy UFW's rule files into the rollback group (0700, files 0600); the first backup of a group wins.
 
     The close role calls ufw_port once per host with every port; a playbook may call it more than
@@ -316,6 +322,8 @@ def backup(group, was_active, ufw_binary="ufw"):
         if os.path.exists(path):
             with open(path, "rb") as fh:
                 _write_private(os.path.join(directory, os.path.basename(path)), fh.read())
+    for family, text in sorted((chains or {}).items()):
+        _write_private(os.path.join(directory, CHAIN_BACKUP[family]), text.encode("utf-8"))
     state = {"was_active": was_active, "created": time.time(), "boot_id": (_read(BOOT_ID) or "").strip(),
              "ufw_dir": _ufw_dir_id(), "ufw_binary": ufw_binary, "id": group}
     _write_private(os.path.join(directory, "state.json"), json.dumps(state).encode("utf-8"))
@@ -346,6 +354,20 @@ def restore(directory, ufw_binary, run):
         rc, out, err = run([ufw_binary, "reload"])
         if rc != 0:
             raise ApplyError("'ufw reload' after restoring the rules failed: %s" % (err or out).strip())
+    for family in sorted(CHAIN_BACKUP):
+        saved = os.path.join(directory, CHAIN_BACKUP[family])
+        if os.path.exists(saved):
+            rc, out, err = run([RESTORE[family], "-n", saved])
+            if rc != 0:
+                raise ApplyError("'%s -n %s' after restoring the rules failed: %s"
+                                 % (RESTORE[family], saved, (err or out).strip()))
+
+
+def write_rule_files(files):
+    """Replace UFW's before/after rules files (``{path: text}``) atomically, keeping mode and owner."""
+    for path in sorted(files):
+        st = os.stat(path)
+        atomic_write(path, files[path], st.st_mode & 0o7777, (st.st_uid, st.st_gid))
 
 
 def _subprocess_run(argv):
@@ -381,7 +403,7 @@ def rollback_script(directory, ufw_binary, was_active):
         '    [ -f "$dir/timer" ] && exit 0',
         '    flock -n "$dir/watcher.lock" true 2>/dev/null || exit 0',
         "fi",
-        "for f in user.rules user6.rules ufw.conf; do",
+        "for f in %s; do" % " ".join(os.path.basename(p) for p in BACKED_UP),
         '    if [ -f "$dir/$f" ]; then cat "$dir/$f" > "%s/$f" || exit 1; fi' % UFW_DIR,
         "done",
         'rm -f "$dir/armed"',
@@ -389,6 +411,11 @@ def rollback_script(directory, ufw_binary, was_active):
         'by=timer; [ "$mode" = boot ] && by=boot',
         'if [ "$mode" = now ]; then',
         "    %s >/dev/null 2>&1 || outcome='restored the files; %s failed'" % (then, then.replace('"$ufw"', "ufw")),
+        # DOCKER-USER as it was (docker: the restored after.rules no longer declares it, so no reload flushes it)
+        '    if [ -f "$dir/%s" ]; then iptables-restore -n "$dir/%s" >/dev/null 2>&1 || outcome="$outcome; '
+        'DOCKER-USER not restored"; fi' % (CHAIN_BACKUP[4], CHAIN_BACKUP[4]),
+        '    if [ -f "$dir/%s" ]; then ip6tables-restore -n "$dir/%s" >/dev/null 2>&1 || outcome="$outcome; '
+        'DOCKER-USER not restored"; fi' % (CHAIN_BACKUP[6], CHAIN_BACKUP[6]),
         "fi",
         'printf \'{"time": %s, "by": "%s", "outcome": "%s"}\\n\' "$(date +%s)" "$by" "$outcome" > "$dir/rolled-back"',
         'chmod 600 "$dir/rolled-back"',
@@ -682,8 +709,18 @@ class HostRunner(object):
     def tidy(self):
         remove_boot_hook(None)
 
-    def backup(self, group, was_active):
-        return backup(group, was_active, self.ufw)
+    def backup(self, group, was_active, chains=None):
+        return backup(group, was_active, self.ufw, chains)
+
+    def write_rule_files(self, files):
+        write_rule_files(files)
+
+    def reload(self):
+        """``ufw reload`` (under the change's lock: started with UFW_CHILD_ENV)."""
+        rc, out, err = self._run([self.ufw, "reload"])
+        if rc != 0:
+            raise ApplyError("'ufw reload' after editing UFW's rules files failed (rc=%d): %s"
+                             % (rc, (err or out).strip()))
 
     def arm(self, directory, seconds, was_active):
         return arm_rollback(directory, seconds, self.ufw, self._run, was_active)

@@ -622,7 +622,8 @@ def evaluate_port(net, family, proto, port, restricted_prefix=None):
         if result["via"] == "dnat" and result["backend"] == nf_backends.NFTABLES:
             result["remediation"] = ("the port is published by a native nftables DNAT and forwarded before UFW's "
                                      "INPUT rules see it: remove the DNAT (nft list ruleset names its table), or "
-                                     "deny the forwarded port with a ufw route rule")
+                                     "deny the forwarded port with a ufw route rule (ufw_port and the close role add "
+                                     "one when UFW's forward chains see the packet)")
         elif result["via"] == "dnat":
             result["remediation"] = ("the port is published by DNAT and forwarded before UFW's INPUT rules see it: "
                                      "stop publishing it, or drop it in the DOCKER-USER chain / ufw route rules")
@@ -630,7 +631,92 @@ def evaluate_port(net, family, proto, port, restricted_prefix=None):
             result["remediation"] = ("remove the rule that admits the port outside UFW's user rules "
                                      "(%s)" % ("/etc/ufw/before.rules" if where == "before.rules"
                                                else "iptables INPUT/raw/mangle"))
+    deciding = main if verdict == "ACCEPT" else admitted[0] if admitted else None
+    result["closed_by"] = closed_by_option(net, result, deciding)
+    if result["bypass"] and deciding is not None:
+        result["remediation"] = _remediation(net, family, result, deciding)
     return result
+
+
+_OPTION_TEXT = {
+    "edit_ufw_files": "ufw_port edit_ufw_files: true (close role: sipguard_close_edit_ufw_files: true)",
+    "docker": "ufw_port docker: true (close role: sipguard_close_docker: true)",
+}
+
+
+def _remediation(net, family, result, deciding):
+    """What closes a port admitted past UFW's user rules: the ufw_port option that does, or (out of
+    UFW's reach) the rule, its backend and the command that removes it."""
+    option = result["closed_by"]
+    outcome, dnat = deciding
+    if option == "rules":
+        return result.get("remediation") or "close it with ufw_port (or the close role)"
+    if option == "edit_ufw_files":
+        _table, chain, index = outcome.frames[-1]
+        path = "/etc/ufw/%s%s.rules" % ("before" if "-before-" in chain else "after", "6" if family == 6 else "")
+        return ("%s rule %s #%d (%s) admits the port: %s comments it out (or blocks the port ahead of it when it "
+                "admits other ports too), or remove that line from %s and run ufw reload"
+                % (path, chain, index, net.tables["filter"][chain].rules[index - 1].text(), _OPTION_TEXT[option],
+                   path))
+    if option == "docker":
+        return ("the port is published by Docker (DNAT, then Docker's FORWARD rules ahead of UFW's): %s drops it "
+                "in DOCKER-USER, or stop publishing it (docker run -p)" % _OPTION_TEXT[option])
+    # Out of UFW's reach: the DNAT that publishes the port (else the rule that admits it) must go.
+    frames = dnat.frames if dnat is not None and dnat.frames else outcome.frames
+    command = _removal_command(net, family, frames[-1]) if frames else None
+    if command is None:
+        return result.get("remediation") or "out of UFW's reach: remove what admits the port outside UFW"
+    backend, rule_text, argv = command
+    return ("out of UFW's reach (no ufw_port option closes it): %s rule %s admits the port; remove it with: %s"
+            % (backend, rule_text, " ".join(argv)))
+
+
+def _removal_command(net, family, frame):
+    """(backend, rule, argv that deletes it) for the rule at ``frame`` (table, chain, index); None for a policy."""
+    table, chain, index = frame
+    if index is None:
+        return None
+    rule = net.tables[table][chain].rules[index - 1]
+    backend = nf_backends.backend_of(table) or net.backend
+    if backend == nf_backends.NFTABLES:
+        family_table = table.split(":", 1)[1].split()
+        return backend, "(%s %s handle %s)" % (" ".join(family_table), chain, rule.line), \
+            ["nft", "delete", "rule"] + family_table + [chain, "handle", str(rule.line)]
+    name = table.split(":", 1)[1] if ":" in table else table
+    binary = ("iptables" if family == 4 else "ip6tables") + ("-legacy" if backend == nf_backends.IPTABLES_LEGACY else "")
+    return backend, "(%s %s #%d: %s)" % (name, chain, index, rule.text()), \
+        [binary, "-t", name, "-D", chain, str(index)]
+
+
+def closed_by_option(net, result, deciding):
+    """Which ufw_port option closes an admitted port: ``rules`` (ordinary UFW rules, including
+    ``ufw route`` rules for traffic forwarded through UFW's forward chains, and a deny ahead of an
+    after.rules line), ``edit_ufw_files`` (a line of before.rules / before6.rules admits it), ``docker`` (a port Docker publishes, DOCKER-USER
+    exists), or None when it is out of UFW's reach (an ACCEPT ahead of UFW's chains, a NAT in
+    another backend whose forwarded traffic never meets UFW). None for a blocked port."""
+    if result["state"] == "blocked" or deciding is None:
+        return None
+    if not net.ufw_active:
+        return "rules"
+    outcome, dnat = deciding
+    chains = [c for t, c, _i in outcome.frames if t == "filter"]
+    last = outcome.frames[-1] if outcome.frames else None
+    if last is not None and nf_backends.backend_of(last[0]):
+        return None  # another backend's rule decided: UFW cannot change it
+    last_chain = last[1] if last is not None else ""
+    if re.match(r"^ufw6?-before-", last_chain) and last[2] is not None:
+        return "edit_ufw_files"  # ahead of the user rules: only editing the file closes it
+    # (an after.rules line comes after the user rules: a managed deny shadows it, "rules" below)
+    if dnat is not None and outcome.packet is not None and not outcome.packet.local:
+        through_ufw = any(c.startswith("ufw") for c in chains)
+        if last_chain.startswith("ufw") or (through_ufw and last is not None and last[2] is None):
+            return "rules"  # UFW's forward chains decided: a ufw route rule closes it
+        if "DOCKER-USER" in net.tables.get("filter", {}):
+            return "docker"
+        return None
+    if last_chain.startswith("ufw") or last is None:
+        return "rules"
+    return None
 
 
 # --------------------------------------------------------------------------- the whole host
@@ -802,6 +888,8 @@ def inspect_host(raw, port_specs, restricted_prefix=None):
             else:
                 verdict = evaluate_port(nets[family], family, spec.proto, spec.port, restricted_prefix)
             verdict["listening"] = bool(listening_on(listeners, family, spec.proto, spec.port))
+            if not installed and verdict.get("closed_by"):
+                verdict["closed_by"] = None  # UFW must be installed first (the remediation says so)
             item["ipv%d" % family] = verdict
         exposure.append(item)
     rule_dicts = []

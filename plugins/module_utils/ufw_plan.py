@@ -18,12 +18,14 @@ __metaclass__ = type
 import binascii
 import copy
 import ipaddress
+import re
 
 from ansible_collections.sipguard.firewall.plugins.module_utils.netfilter import (
     Chain,
     Rule,
     parse_iptables_save,
 )
+from ansible_collections.sipguard.firewall.plugins.module_utils import ufw_files
 from ansible_collections.sipguard.firewall.plugins.module_utils.ports import PortSpecError, parse_specs
 from ansible_collections.sipguard.firewall.plugins.module_utils.ufw_model import (
     USER_CHAINS,
@@ -34,6 +36,8 @@ from ansible_collections.sipguard.firewall.plugins.module_utils.ufw_model import
     restricted_limits,
     too_wide,
     parse_user_rules,
+    walk_packet,
+    closed_by_option,
 )
 
 MANAGED_PREFIX = "sipguard.firewall"
@@ -43,6 +47,7 @@ METHODS = ("deny", "reject")
 STATES = ("closed", "restricted")
 FAMILIES = ("ipv4", "ipv6")
 ANY = {4: "0.0.0.0/0", 6: "::/0"}
+FORWARD_CHAINS = {4: "ufw-user-forward", 6: "ufw6-user-forward"}
 # ufw's INPUT hooks, appended in this order by /lib/ufw/ufw-init-functions (and so recorded in the lab).
 UFW_INPUT_HOOKS = ("ufw-before-logging-input", "ufw-before-input", "ufw-after-input", "ufw-after-logging-input",
                    "ufw-reject-input", "ufw-track-input")
@@ -141,26 +146,33 @@ def parse_targets(ports):
 class Wanted(object):
     """One UFW rule the plan wants, for one family or for both (``family`` None)."""
 
-    __slots__ = ("action", "proto", "port", "src", "family", "comment")
+    __slots__ = ("action", "proto", "port", "src", "family", "comment", "dst")
 
-    def __init__(self, action, proto, port, src, family, comment):
+    def __init__(self, action, proto, port, src, family, comment, dst=None):
         self.action = action
         self.proto = proto
         self.port = port
         self.src = src
         self.family = family
         self.comment = comment
+        # A route rule (``ufw route``, the forward chain) to ``dst``, the address a DNAT forwards to.
+        self.dst = dst
 
     def families(self, enabled):
         return [self.family] if self.family else list(enabled)
 
     def tuple_text(self, family):
         src = self.src if self.src else ANY[family]
-        return "%s %s %d %s any %s in comment=%s" % (self.action, self.proto, self.port, ANY[family], src,
+        action = "route:" + self.action if self.dst else self.action
+        return "%s %s %d %s any %s in comment=%s" % (action, self.proto, self.port, self.dst or ANY[family], src,
                                                      _hex(self.comment))
 
     def command(self, prepend=True):
         """ufw arguments; ``prepend`` puts the rule at the top of each family's list."""
+        if self.dst:
+            return ["route"] + (["prepend"] if prepend else []) + [self.action, "proto", self.proto, "from", "any",
+                                                                   "to", self.dst, "port", str(self.port),
+                                                                   "comment", self.comment]
         argv = (["prepend"] if prepend else []) + [self.action]
         if self.proto != "any":
             argv += ["proto", self.proto]
@@ -173,14 +185,15 @@ class Wanted(object):
 
     def iptables_lines(self, family):
         """What ufw writes into the user chain for this rule (as recorded from lab hosts)."""
-        chain = USER_CHAINS[family]
+        chain = FORWARD_CHAINS[family] if self.dst else USER_CHAINS[family]
         lines = []
         for proto in (("tcp", "udp") if self.proto == "any" else (self.proto,)):
             target = {"allow": "-j ACCEPT", "deny": "-j DROP"}.get(self.action)
             if self.action == "reject":
                 target = "-j REJECT --reject-with tcp-reset" if proto == "tcp" else "-j REJECT"
             src = " -s %s" % self.src if self.src else ""
-            lines.append("-A %s -p %s --dport %d%s %s" % (chain, proto, self.port, src, target))
+            dst = " -d %s" % self.dst if self.dst and self.dst not in ANY.values() else ""
+            lines.append("-A %s -p %s%s --dport %d%s %s" % (chain, proto, dst, self.port, src, target))
         return lines
 
 
@@ -229,7 +242,8 @@ def _rules_text(rules):
     out = []
     for d in rules:
         where = " on %s" % d["interface"] if d.get("interface") else ""
-        text = "[%2d] %-28s %-10s %s" % (d["number"], d["to"] + where, ("%s %s" % (d["action"], d["direction"])).upper(),
+        direction = "fwd" if d.get("route") else d["direction"]
+        text = "[%2d] %-28s %-10s %s" % (d["number"], d["to"] + where, ("%s %s" % (d["action"], direction)).upper(),
                                          d["from"])
         if d.get("comment"):
             text += "  # %s" % d["comment"]
@@ -294,13 +308,44 @@ def render_rules(rules):
 HostState = UfwHost
 
 
-def _simulate(host, family, tuples, extra_lines, will_be_active):
-    """The netfilter rule set for ``family`` once ufw runs the predicted user rules."""
+def _reload_files(filt, family, old_texts, new_texts):
+    """``filt`` (live filter chains) after ``ufw reload`` loads ``new_texts`` (before, after) instead
+    of ``old_texts``: iptables-restore -n flushes every chain a file declares and refills it. Then
+    ufw-init loads the user rules, which append the hooks of the user chains (``-A ufw-before-input
+    -j ufw-user-input``, /lib/ufw/ufw-init-functions): those are kept."""
+    for old, new in zip(old_texts or (None, None), new_texts):
+        if old == new:
+            continue
+        for name, chain in parse_iptables_save(new or "").get("filter", {}).items():
+            live = filt.get(name)
+            tail = []
+            if live is not None and name.startswith("ufw"):
+                tail = [r for r in live.rules if r.target and re.match(r"^ufw6?-user-", r.target)]
+            fresh = Chain(name, live.policy if live is not None else chain.policy)
+            fresh.rules = list(chain.rules) + list(tail)
+            filt[name] = fresh
+
+
+def _simulate(host, family, tuples, extra_lines, will_be_active, rule_files=None, reload=False):
+    """The netfilter rule set for ``family`` once ufw runs the predicted user rules (and, with
+    ``rule_files`` ({family: (before, after)}), the edited before/after rules files). ``reload``: UFW
+    is reloaded (the chains of every file are as the file says, even one the kernel runs differently)."""
     tables = parse_iptables_save(host.live_text[family])
     filt = tables.setdefault("filter", {})
+    files = (rule_files or {}).get(family) or host.rule_files[family]
     user = Chain(USER_CHAINS[family])
     index_map = []
+    routed = []
+    forward_args = _forward_args(host, family)
     for rule in tuples:
+        if rule.route:
+            # ufw-user-forward is what the user rules file says for the route rules kept and added.
+            if rule.tuple in extra_lines:
+                arg_lists = [line.split()[2:] for line in extra_lines[rule.tuple]]
+            else:
+                arg_lists = (forward_args or {}).get(rule.tuple, [])
+            routed.extend(Rule("filter", FORWARD_CHAINS[family], list(a), ufw_tuple=rule.tuple) for a in arg_lists)
+            continue
         if rule.tuple in extra_lines:
             arg_lists = [line.split()[2:] for line in extra_lines[rule.tuple]]
         else:
@@ -309,15 +354,45 @@ def _simulate(host, family, tuples, extra_lines, will_be_active):
             user.rules.append(Rule("filter", USER_CHAINS[family], list(args), ufw_tuple=rule.tuple))
             index_map.append(rule)
     if not host.active and will_be_active:
-        _compose_ufw(tables, host, family)
+        _compose_ufw(tables, host, family, files)
+    elif host.active:
+        _reload_files(filt, family, None if reload else host.rule_files[family], files)
     if will_be_active or host.active:
         filt[USER_CHAINS[family]] = user
+        if forward_args is not None:
+            forward = Chain(FORWARD_CHAINS[family])
+            forward.rules = routed
+            filt[FORWARD_CHAINS[family]] = forward
     user_map = dict((i + 1, r) for i, r in enumerate(index_map))
     # The other backends (iptables-legacy, native nftables) run beside UFW's rules whatever ufw does.
     return host.net(family, tables=tables, user_map=user_map, ufw_active=will_be_active or host.active)
 
 
-def _compose_ufw(tables, host, family):
+def _forward_args(host, family):
+    """{tuple: [argument lists]} of the route rules in ufw-user-forward of the user rules file, or None
+    when the file cannot be read that way (then the kernel's chain stands)."""
+    cache = host.__dict__.setdefault("_sipguard_forward_args", {})
+    if family not in cache:
+        cache[family] = _read_forward_args(host, family)
+    return cache[family]
+
+
+def _read_forward_args(host, family):
+    if not host.numbering_text.get(family):
+        return None
+    try:
+        chain = parse_iptables_save(host.user_text[family]).get("filter", {}).get(FORWARD_CHAINS[family])
+    except ValueError:
+        return None
+    if chain is None:
+        return None
+    found = {}
+    for rule in chain.rules:
+        found.setdefault(rule.tuple, []).append(rule.args)
+    return found
+
+
+def _compose_ufw(tables, host, family, files=None):
     """What ``ufw enable`` loads on an inactive host: before/after rules, hooks, policy."""
     filt = tables.setdefault("filter", {})
     prefix = "ufw6" if family == 6 else "ufw"
@@ -326,7 +401,7 @@ def _compose_ufw(tables, host, family):
         filt["INPUT"] = Chain("INPUT", "DROP")
         filt["INPUT"].rules.append(Rule("filter", "INPUT", ["-i", "lo", "-j", "ACCEPT"]))
         return
-    before, after = host.rule_files[family]
+    before, after = files or host.rule_files[family]
     for text in (before, after):
         for name, chain in parse_iptables_save(text).get("filter", {}).items():
             filt[name] = chain
@@ -350,6 +425,97 @@ def _compose_ufw(tables, host, family):
         inp.rules.append(Rule("filter", "INPUT", ["-j", hook.replace("ufw-", prefix + "-", 1)]))
 
 
+def _file_chains(texts):
+    """{filter chain: (index into texts, its rules)} of the before/after texts of one family."""
+    found = {}
+    for i, text in enumerate(texts):
+        for name, chain in parse_iptables_save(text or "").get("filter", {}).items():
+            found.setdefault(name, (i, chain.rules))
+    return found
+
+
+def _admitting_file_rule(net, family, proto, port, texts):
+    """(index into texts, chain, rule index, packet) of the before/after rule that admits ``port`` on
+    some path of the walk, or None: the rule a closure must disable."""
+    chains = _file_chains(texts)
+    for outcome, _dnat in walk_packet(net, family, proto, port):
+        if outcome.verdict not in ("ACCEPT", "PASS") or not outcome.frames:
+            continue
+        table, chain, index = outcome.frames[-1]
+        if table != "filter" or index is None or chain not in chains:
+            continue
+        which, rules = chains[chain]
+        if index <= len(rules):
+            return which, chain, index, outcome.packet
+    return None
+
+
+def _edit_rule_files(host, lists, extra_lines, texts, checks, fams, state, sources, method, restricted_prefix,
+                     run_id, edits):
+    """Disable, one at a time, the before/after rule the evaluator finds admitting a port the plan
+    closes, until none is left (or one cannot be edited: the plan is then refused)."""
+    for _round in range(64):
+        nets = dict((f, _simulate(host, f, lists[f], extra_lines, True, texts, reload=True)) for f in fams)
+        found = None
+        for port, proto in checks:
+            for fam in fams:
+                verdict = evaluate_port(nets[fam], fam, proto, port, restricted_prefix)
+                if verdict["state"] == _expected_state(state, sources, fam):
+                    continue
+                hit = _admitting_file_rule(nets[fam], fam, proto, port, texts[fam])
+                if hit is not None:
+                    found = (port, proto, fam) + hit
+                    break
+            if found:
+                break
+        if found is None:
+            return
+        port, proto, fam, which, chain, index, packet = found
+        path = ufw_files.RULE_FILES[(fam, ("before", "after")[which])]
+        dport = packet.dport if packet is not None else port
+        try:
+            texts[fam][which], edit = ufw_files.edit_admitting_line(
+                texts[fam][which], path, chain, index, proto, dport, method, managed_comment(port, proto), run_id)
+        except ufw_files.FileEditError as exc:
+            raise PlanError("edit_ufw_files: %s. Nothing was changed" % exc)
+        edits.append(edit)
+    raise PlanError("edit_ufw_files: more than 64 lines of UFW's rules files admit the port; edit them by hand")
+
+
+def _forwarded_through_ufw(net, family, proto, port):
+    """[(destination, port)] of the DNAT paths of ``port`` that UFW's forward chains admit."""
+    found = []
+    for outcome, dnat in walk_packet(net, family, proto, port):
+        if dnat is None or outcome.verdict not in ("ACCEPT", "PASS") or outcome.packet is None \
+                or outcome.packet.local or not outcome.packet.dst:
+            continue
+        verdict = {"state": "open"}
+        if closed_by_option(net, verdict, (outcome, dnat)) == "rules":
+            key = (outcome.packet.dst, outcome.packet.dport)
+            if key not in found:
+                found.append(key)
+    return found
+
+
+def _option_hint(verdict, edit_ufw_files, docker):
+    """What would close what a verdict says is still admitted: the ufw_port option (when it is off),
+    else ufw_info's remediation (out of UFW's reach: the rule, its backend, the command)."""
+    option = closed_by(verdict)
+    if option == "edit_ufw_files" and not edit_ufw_files:
+        return "edit_ufw_files: true would disable that line (%s)" % verdict.get("remediation")
+    if option == "docker" and not docker:
+        return "docker: true would drop the published port in DOCKER-USER"
+    return verdict.get("remediation") or "see ufw_info's remediation"
+
+
+def closed_by(verdict):
+    """The ufw_port option that closes an admitted port (``edit_ufw_files``, ``docker``), ``rules``
+    when ordinary UFW rules do, or None when it is out of UFW's reach; a blocked port needs none."""
+    if verdict.get("state") == "blocked":
+        return None
+    return verdict.get("closed_by", "rules" if verdict.get("via") in ("ufw", "policy") else None)
+
+
 class Plan(object):
     def __init__(self):
         self.commands = []
@@ -363,10 +529,14 @@ class Plan(object):
         # {4: text, 6: text} the user rules files get (only those that change), or None when a
         # file is not in ufw's layout and only the ufw command line can make the change.
         self.files = {}
+        # {path: new text} of UFW's before/after rules files (edit_ufw_files, docker), and what changed in them.
+        self.rule_files = {}
+        self.rule_files_before = {}
+        self.file_edits = []
 
     @property
     def changed(self):
-        return bool(self.commands)
+        return bool(self.commands or self.rule_files)
 
 
 def _expected_state(state, sources, family):
@@ -383,8 +553,14 @@ def guard_families(host):
 
 
 def plan_close(host, targets, state="closed", allow_from=None, method="deny", families=("ipv4", "ipv6"),
-               enable_ufw=True, ssh_ports=(), lockout_guard=True, restricted_prefix=None):
+               enable_ufw=True, ssh_ports=(), lockout_guard=True, restricted_prefix=None, edit_ufw_files=False,
+               docker=False, run_id=None):
     """Plan closing (or restricting) every ``(port, proto)`` of ``targets`` as one change.
+
+    ``edit_ufw_files``: a line of before.rules/after.rules (and the v6 files) that still admits a
+    port once the user rules are planned is commented out (or shadowed by a block inserted ahead of
+    it), marked with ``run_id``. ``docker``: where Docker's DOCKER-USER chain exists, after.rules
+    gets the block that drops the published ports (ufw_files.docker_block).
 
     One plan for all ports: check mode predicts exactly what the run does, and a failure
     restores the state from before the whole change. Raises PlanError when it cannot be done safely.
@@ -440,6 +616,39 @@ def plan_close(host, targets, state="closed", allow_from=None, method="deny", fa
     ssh_before = dict(((port, f), evaluate_port(current_nets[f], f, "tcp", port)["state"])
                       for port in ssh_ports for f in (4, 6))
 
+    # The rules files as the plan wants them: the docker block first (it is the same on every run).
+    texts = dict((f, list(host.rule_files[f])) for f in (4, 6))
+    plan.file_edits = []
+    if docker:
+        for fam in fams:
+            if ufw_files.DOCKER_CHAIN not in host.live[fam].get("filter", {}):
+                continue
+            path = ufw_files.RULE_FILES[(fam, "after")]
+            block = ufw_files.docker_block(fam, [(port, p, managed_comment(port, proto)) for port, proto in targets
+                                                 for p in (("udp", "tcp") if proto == "any" else (proto,))], method)
+            try:
+                text = ufw_files.with_docker_block(texts[fam][1], path, block)
+            except ufw_files.FileEditError as exc:
+                raise PlanError("docker: %s. Nothing was changed" % exc)
+            if text != texts[fam][1]:
+                texts[fam][1] = text
+                plan.file_edits.append({"file": path, "line": None, "action": "docker block", "text": None,
+                                        "inserted": block})
+
+    # Forwarded traffic that UFW's forward chains admit (a DNAT and an allowed routed policy or route
+    # rule) is closed with route rules. Found on the host without the managed rules, so every run
+    # finds the same ones.
+    unmanaged = dict((f, [r for r in host.rules if _family(r) == f and r.comment not in comments]) for f in (4, 6))
+    for fam in fams:
+        net = _simulate(host, fam, unmanaged[fam], {}, True, texts)
+        for port, p in checks:
+            for route in _forwarded_through_ufw(net, fam, p, port):
+                comment = [managed_comment(port, proto) for port_, proto in targets
+                           if port_ == port and proto in (p, "any")][0]
+                w = Wanted(method, p, route[1], None, fam, comment, dst=route[0])
+                if w.tuple_text(fam) not in [x.tuple_text(fam) for x in wanted if x.dst and x.family == fam]:
+                    wanted.append(w)
+
     managed = [r for r in host.rules if r.comment in comments]
     desired = dict((fam, [w.tuple_text(fam) for w in wanted if fam in w.families(fams)]) for fam in (4, 6))
     # ufw skips a rule identical to an existing one and updates in place one that differs only in
@@ -450,7 +659,8 @@ def plan_close(host, targets, state="closed", allow_from=None, method="deny", fa
              and (_rule_key(r.tuple) in clashing
                   or any(_admits_exactly(r, host.rules, port, proto) for port, proto in targets))]
     current = dict((fam, [r.tuple for r in managed if _family(r) == fam]) for fam in (4, 6))
-    up_to_date = host.active and not exact and all(sorted(current[f]) == sorted(desired[f]) for f in (4, 6)) and all(
+    rules_in_place = host.active and not exact and all(sorted(current[f]) == sorted(desired[f]) for f in (4, 6))
+    up_to_date = rules_in_place and not plan.file_edits and all(
         v["state"] == _expected_state(state, sources, int(key[-1]))
         for key, v in plan.verdicts_before.items() if int(key[-1]) in fams)
     if up_to_date:
@@ -458,32 +668,37 @@ def plan_close(host, targets, state="closed", allow_from=None, method="deny", fa
         plan.verdicts_after = plan.verdicts_before
         return plan
 
-    # 1. delete (highest number first, so the numbers of the others do not move)
-    delete_numbers = sorted({r.number for r in managed + exact}, reverse=True)
-    for number in delete_numbers:
-        plan.commands.append(["--force", "delete", str(number)])
-    plan.deleted = [r.to_dict() for r in host.rules if r.number in delete_numbers]
-    # 2. prepend in reverse, so the rules end up in the order of ``wanted``: sources above their block
-    for w in reversed(wanted):
-        plan.commands.append(w.command(prepend=True))
     lists = {}
     extra_lines = {}
-    for fam in (4, 6):
-        # Copies: number_rules() numbers the new list in place, and ``host`` must stay as it was read
-        # (ufw_port plans twice on it when there is a change).
-        kept = [copy.copy(r) for r in host.rules if _family(r) == fam and r.number not in delete_numbers]
-        new = []
-        for w in wanted:
-            if fam in w.families(fams):
-                tup = w.tuple_text(fam)
-                new.append(UfwRule(tup, fam == 6))
-                extra_lines[tup] = w.iptables_lines(fam)
-        lists[fam] = new + kept
+    delete_numbers = []
+    if rules_in_place:
+        # Only the rules files are left to change: the user rules stay as they are.
+        lists = dict((fam, [copy.copy(r) for r in host.rules if _family(r) == fam]) for fam in (4, 6))
+    else:
+        # 1. delete (highest number first, so the numbers of the others do not move)
+        delete_numbers = sorted({r.number for r in managed + exact}, reverse=True)
+        for number in delete_numbers:
+            plan.commands.append(["--force", "delete", str(number)])
+        plan.deleted = [r.to_dict() for r in host.rules if r.number in delete_numbers]
+        # 2. prepend in reverse, so the rules end up in the order of ``wanted``: sources above their block
+        for w in reversed(wanted):
+            plan.commands.append(w.command(prepend=True))
+        for fam in (4, 6):
+            # Copies: number_rules() numbers the new list in place, and ``host`` must stay as it was read
+            # (ufw_port plans twice on it when there is a change).
+            kept = [copy.copy(r) for r in host.rules if _family(r) == fam and r.number not in delete_numbers]
+            new = []
+            for w in wanted:
+                if fam in w.families(fams):
+                    tup = w.tuple_text(fam)
+                    new.append(UfwRule(tup, fam == 6))
+                    extra_lines[tup] = w.iptables_lines(fam)
+            lists[fam] = new + kept
     # 3. an inactive UFW is enabled only once SSH is sure to stay reachable
     if not host.active:
         guarded = guard_families(host)
         for ssh_port in ssh_ports:
-            sim = dict((f, _simulate(host, f, lists[f], extra_lines, True)) for f in guarded)
+            sim = dict((f, _simulate(host, f, lists[f], extra_lines, True, texts)) for f in guarded)
             blocked = [f for f in guarded if evaluate_port(sim[f], f, "tcp", ssh_port)["state"] == "blocked"]
             if blocked:
                 guard = Wanted("allow", "tcp", ssh_port, None, None if len(blocked) == 2 else blocked[0],
@@ -506,14 +721,22 @@ def plan_close(host, targets, state="closed", allow_from=None, method="deny", fa
     numbered = number_rules(lists[4], lists[6])
     plan.after = [r.to_dict() for r in numbered]
     plan.added = [r.to_dict() for r in numbered if r.tuple in extra_lines]
-    after_nets = dict((f, _simulate(host, f, lists[f], extra_lines, True)) for f in (4, 6))
+    if edit_ufw_files:
+        _edit_rule_files(host, lists, extra_lines, texts, checks, fams, state, sources, method, restricted_prefix,
+                         run_id or "ufw_port", plan.file_edits)
+    plan.rule_files = dict((ufw_files.RULE_FILES[(fam, kind)], texts[fam][i]) for fam in (4, 6)
+                           for i, kind in enumerate(("before", "after")) if texts[fam][i] != host.rule_files[fam][i])
+    plan.rule_files_before = dict((ufw_files.RULE_FILES[(fam, kind)], host.rule_files[fam][i]) for fam in (4, 6)
+                                  for i, kind in enumerate(("before", "after")) if texts[fam][i] != host.rule_files[fam][i])
+    after_nets = dict((f, _simulate(host, f, lists[f], extra_lines, True, texts, reload=bool(plan.rule_files)))
+                      for f in (4, 6))
     plan.verdicts_after = verdicts(after_nets)
     # 4. re-check the plan with the evaluator: refuse rather than apply a plan that does not work
     for key, verdict in sorted(plan.verdicts_after.items()):
         fam = int(key[-1])
         if fam in fams and verdict["state"] != _expected_state(state, sources, fam):
-            raise PlanError("the planned rules would still admit %s: %s. Nothing was changed; fix that first "
-                            "(see ufw_info's remediation)" % (key, verdict["reason"]))
+            raise PlanError("the planned rules would still admit %s: %s. Nothing was changed; fix that first: %s"
+                            % (key, verdict["reason"], _option_hint(verdict, edit_ufw_files, docker)))
     if lockout_guard:
         for ssh_port in ssh_ports:
             for fam in guard_families(host):

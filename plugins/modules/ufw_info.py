@@ -231,8 +231,21 @@ exposure:
           description: The port is admitted while UFW is active by something other than UFW's user rules.
           type: bool
         remediation:
-          description: What to do about a bypass (only with I(bypass=true)).
+          description:
+            - What to do about a bypass (only with I(bypass=true)), or about a port no active UFW guards.
+            - Names the M(sipguard.firewall.ufw_port) option that closes it, or, out of UFW's reach, the rule, its
+              backend and the command that removes it.
           type: str
+        closed_by:
+          description:
+            - Which M(sipguard.firewall.ufw_port) option closes an admitted port - C(rules) (its ordinary rules,
+              including C(ufw route) rules for a DNAT forwarded through UFW's forward chains), C(edit_ufw_files) (a
+              line of UFW's before.rules or before6.rules admits it; an after.rules line comes after the user rules,
+              so C(rules) closes it) or C(docker) (a port Docker publishes).
+            - Null when the port is blocked, or out of UFW's reach (an ACCEPT ahead of UFW's chains, another
+              backend's rule or NAT, no UFW installed).
+          type: str
+          version_added: 1.2.0
         conditions:
           description:
             - For C(restricted), the senders or interfaces that are admitted; for C(open), the senders an earlier rule refuses (C(except ...)).

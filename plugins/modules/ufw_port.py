@@ -50,6 +50,13 @@ description:
     holds (not a pid file). UFW's boot hook C(/etc/ufw/before.init) restores an unconfirmed change
     when ufw starts at boot, before the network comes up; an existing C(before.init) is kept as
     C(before.init.sipguard-orig), chained to, and put back once no change is pending.
+  - With O(edit_ufw_files), a line of UFW's own C(before.rules), C(before6.rules), C(after.rules) or
+    C(after6.rules) that still admits the port is disabled (see the option); with O(docker), Docker-published
+    ports are dropped in C(DOCKER-USER) from after.rules. DNAT traffic that UFW's forward chains admit (an
+    allowed routed policy or route rule) is closed with C(ufw route) deny rules to the DNAT's destination,
+    without an option. What stays out of UFW's reach (an ACCEPT ahead of UFW's chains, a NAT in another
+    backend whose forwarded traffic never meets UFW) is refused, and the message names the rule and which
+    option, if any, would close it (RV(info) C(exposure[].ipv4.closed_by)).
   - Backups are kept in C(/var/lib/sipguard/rollback/<rollback_id>) (directory 0700, files 0600).
     A rollback that happened is reported by the next run (RV(rollbacks), and by
     M(sipguard.firewall.ufw_info)).
@@ -65,7 +72,8 @@ attributes:
   diff_mode:
     support: full
     details:
-      - The numbered rule list before and after, as C(ufw status numbered) shows it.
+      - The numbered rule list before and after, as C(ufw status numbered) shows it, then each edited
+        rules file (O(edit_ufw_files), O(docker)) before and after.
   idempotent:
     support: full
 options:
@@ -167,6 +175,39 @@ options:
     choices: [auto, files, ufw]
     default: auto
     version_added: 1.1.0
+  edit_ufw_files:
+    description:
+      - Edit UFW's own rules files (C(/etc/ufw/before.rules), C(before6.rules), C(after.rules), C(after6.rules))
+        when a line there still admits the port once the user rules are planned (the evaluator names the line).
+      - A line that admits only this port and protocol is commented out with the marker C(# sipguard RUN_ID:)
+        and a space, where RUN_ID is O(rollback_id) (without it, the run's own id, C(ufw_port-PID-TIME)). A line
+        that admits other ports too (a range, a multiport list, no port at all) is kept, and a blocking line
+        (C(-m comment --comment "sipguard.firewall PORT/PROTO"), after a marker comment) is inserted ahead of it
+        in the same chain.
+      - A file that does not parse, or a chain filled with C(-I), is never edited (the change is refused). The
+        files keep their mode and owner, are backed up with the user rules (the rollback restores them), and
+        UFW is reloaded.
+      - Give O(rollback_id) for check mode to predict the marker text exactly.
+    type: bool
+    default: false
+    version_added: 1.2.0
+  docker:
+    description:
+      - Where Docker's C(DOCKER-USER) chain exists (per family), put a marked block at the end of
+        C(/etc/ufw/after.rules) (C(after6.rules)) between C(# BEGIN sipguard.firewall docker) and
+        C(# END sipguard.firewall docker). It declares C(DOCKER-USER), so every UFW start and reload flushes and
+        refills it with - for each port - a drop (or reject) of forwarded connections that were
+        destination-NATed from that port (C(-m conntrack --ctstate DNAT --ctdir ORIGINAL --ctorigdstport PORT), that is
+        the port the client connected to, whatever container port Docker maps it to; the containers' own
+        outgoing SIP traffic is not NATed that way and passes), then a jump to UFW's C(ufw-user-forward) (so
+        C(ufw route) rules apply to Docker's traffic), then C(RETURN).
+      - C(docker=false) leaves an installed block alone. To remove it, delete the lines from BEGIN to END,
+        run C(ufw reload), then C(iptables -F DOCKER-USER) (and C(ip6tables -F DOCKER-USER)); a reload flushes
+        only the chains a file declares, so the rules stay in the kernel until then. The rollback of this module
+        does all of that itself (DOCKER-USER's rules from before the change are in the backup).
+    type: bool
+    default: false
+    version_added: 1.2.0
   lockout_guard:
     description:
       - Refuse to close the port SSH listens on, and refuse any plan that would block SSH.
@@ -225,6 +266,14 @@ EXAMPLES = r"""
     apply: ufw
   become: true
 
+- name: Close 5060 also where before.rules or a Docker-published port admits it
+  sipguard.firewall.ufw_port:
+    ports: ['5060/udp', '5060/tcp']
+    edit_ufw_files: true
+    docker: true
+    rollback_id: close-2026-11-25-files
+  become: true
+
 - name: Confirm (the connection still works)
   ansible.builtin.file:
     path: "{{ closed.rollback.armed }}"
@@ -275,6 +324,17 @@ verdicts:
       description: Verdicts after the change.
       type: dict
   sample: {"before": {"5060/udp/ipv4": {"state": "open"}}, "after": {"5060/udp/ipv4": {"state": "blocked"}}}
+file_edits:
+  description:
+    - What O(edit_ufw_files) and O(docker) changed (or would change) in UFW's rules files, in order.
+    - C(action) is C(commented) (the line was commented out), C(blocked) (C(inserted) was put ahead of it) or
+      C(docker block) (C(inserted) is the block); C(line) is the line number in the file as it was read.
+  returned: always
+  type: list
+  elements: dict
+  version_added: 1.2.0
+  sample: [{"file": "/etc/ufw/before.rules", "line": 18, "action": "commented",
+            "text": "-A ufw-before-input -p udp --dport 5060 -j ACCEPT"}]
 applied_with:
   description: How the change was (or would be) made, C(files) or C(ufw); null when nothing changes.
   returned: always
@@ -395,6 +455,8 @@ def main():
             lockout_guard=dict(type="bool", default=True),
             apply=dict(type="str", default="auto", choices=["auto", "files", "ufw"]),
             ssh_ports=dict(type="list", elements="int", default=[]),
+            edit_ufw_files=dict(type="bool", default=False),
+            docker=dict(type="bool", default=False),
             restricted_prefix=dict(type="dict", options=dict(ipv4=dict(type="int", default=8),
                                                              ipv6=dict(type="int", default=32))),
         ),

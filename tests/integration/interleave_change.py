@@ -54,11 +54,11 @@ class Interleaved(HostRunner):
     def lock(self):
         return super().lock() if self.use_lock else contextlib.nullcontext()
 
-    def backup(self, group, was_active):
+    def backup(self, group, was_active, chains=None):
         self.other = subprocess.Popen(self.other_argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         time.sleep(WINDOW)
         self.finished_in_window = self.other.poll() is not None
-        return super().backup(group, was_active)
+        return super().backup(group, was_active, chains)
 
 
 def main():

@@ -245,7 +245,8 @@ def host_digest(host):
     """The scenario entry plus the host's UFW files now: a host a test changed is rebuilt."""
     h = hashlib.sha256(json.dumps(host, sort_keys=True).encode())
     etc = os.path.join(NETNS_ETC, PREFIX + host["name"], "ufw")
-    for name in ("user.rules", "user6.rules", "ufw.conf", "before.rules"):
+    for name in ("user.rules", "user6.rules", "ufw.conf", "before.rules", "before6.rules", "after.rules",
+                 "after6.rules"):
         try:
             with open(os.path.join(etc, name), "rb") as fh:
                 h.update(fh.read())
@@ -320,8 +321,9 @@ def kill_namespace_processes(ns):
         time.sleep(0.02)
 
 
-def destroy_namespace(ns):
+def destroy_namespace(ns, workdir=None):
     _check_ns(ns)
+    stop_docker(ns, workdir or DEFAULT_WORKDIR)
     kill_namespace_processes(ns)
     run(["ip", "netns", "del", ns], check=False)
     shutil.rmtree(os.path.join(NETNS_ETC, ns), ignore_errors=True)
@@ -358,7 +360,11 @@ def prepare_etc(ns, host, workdir):
         os.makedirs(ufw_dir)  # an empty /etc/ufw: the host has no UFW configuration
     for item in host.get("files") or []:
         write(os.path.join(etc, item["path"]), item["content"])
-    for key, fname in (("before_rules", "before.rules"), ("before6_rules", "before6.rules")):
+    if host.get("docker"):
+        # dockerd writes /etc/docker/key.json: the host's own /etc/docker keeps it out of the machine's.
+        os.makedirs(os.path.join(etc, "docker"))
+    for key, fname in (("before_rules", "before.rules"), ("before6_rules", "before6.rules"),
+                       ("after_rules", "after.rules"), ("after6_rules", "after6.rules")):
         if host.get(key):
             path = os.path.join(ufw_dir, fname)
             with open(path) as fh:
@@ -413,11 +419,12 @@ def start_kamailio(ns, name, workdir, addresses):
     write(cfg, KAMAILIO_CFG.format(listen=kamailio_listen(addresses), name=name, mpath=KAMAILIO_MODULES))
     rundir = os.path.join(hostdir, "kamailio-run-%s" % ns)
     os.makedirs(rundir, exist_ok=True)
-    # A pid file of the host's earlier life names a pid of an earlier PID namespace, which may well
-    # be a live process of this one (pids start at 1 again): kamailio would refuse to start.
-    if os.path.exists(os.path.join(rundir, "kamailio.pid")):
-        os.remove(os.path.join(rundir, "kamailio.pid"))
-    nsexec(ns, ["kamailio", "-f", cfg, "-P", os.path.join(rundir, "kamailio.pid"), "-Y", rundir,
+    pidfile = os.path.join(rundir, "kamailio.pid")
+    if os.path.exists(pidfile):
+        # Left by a kamailio of an earlier build (the host's processes were killed): kamailio refuses to
+        # start (exit 255, nothing on stderr) when the pid in it is alive, and pids get reused.
+        os.remove(pidfile)
+    nsexec(ns, ["kamailio", "-f", cfg, "-P", pidfile, "-Y", rundir,
                 "-m", "16", "-M", "4"], timeout=30)
 
 
@@ -439,6 +446,131 @@ def setup_container(ns, host, workdir):
     start_kamailio(cns, host["name"] + "-container", workdir, ["0.0.0.0"])
 
 
+# --------------------------------------------------------------------------- real Docker
+
+DOCKER_IMAGE = "sipguard-lab/kamailio:1"
+# The container's kamailio listens on 5060 and 5070: the lab publishes 5060/udp to 5070 (Docker maps the
+# port) and 5060/tcp to 5060.
+DOCKER_KAMAILIO_CFG = KAMAILIO_CFG.format(
+    listen="\n".join("listen=%s:0.0.0.0:%d" % (p, n) for n in (5060, 5070) for p in ("udp", "tcp")),
+    name="docker container", mpath=KAMAILIO_MODULES).replace("log_stderror=no", "log_stderror=yes")
+DOCKER_PUBLISH = ["-p", "5060:5070/udp", "-p", "5060:5060/tcp"]
+# Run inside `ip netns exec` (its own mount namespace, with /sys remounted for the network namespace, which
+# hides the cgroup mounts dockerd needs): mount them again there, then run dockerd with every path of its
+# own under the lab directory.
+DOCKERD_WRAPPER = """#!/bin/sh
+set -e
+d="$1"
+mount -t tmpfs -o mode=755 cgroup /sys/fs/cgroup
+for c in cpu cpuacct cpuset memory devices freezer blkio pids; do
+    if grep -qw "$c" /proc/cgroups; then mkdir -p /sys/fs/cgroup/$c; mount -t cgroup -o $c cgroup /sys/fs/cgroup/$c; fi
+done
+exec dockerd --data-root "$d/data" --exec-root "$d/exec" --pidfile "$d/docker.pid" -H "unix://$d/docker.sock" \
+    --storage-driver vfs --cgroup-parent "$2" >"$d/dockerd.log" 2>&1
+"""
+
+
+def docker_dir(ns, workdir):
+    return os.path.join(workdir, "docker", ns)
+
+
+def docker_cgroup(ns):
+    """The cgroup parent of the lab host's containers: how their processes are found when dockerd is gone."""
+    return "sipguard-lab-" + ns
+
+
+def kill_containers(ns):
+    """Kill the processes of the lab host's containers: they live in network namespaces of their own,
+    so ending the host's processes (dockerd, containerd, the shims) leaves them running."""
+    mark = ":/%s/" % docker_cgroup(ns)
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open("/proc/%s/cgroup" % name) as fh:
+                if mark in fh.read():
+                    os.kill(int(name), signal.SIGKILL)
+        except (OSError, ValueError):
+            pass
+
+
+def docker_cli(ns, workdir, args, **kw):
+    """The docker client of the lab host's own dockerd (its socket under the lab directory)."""
+    return run(["/usr/bin/docker", "-H", "unix://%s/docker.sock" % docker_dir(ns, workdir)] + list(args), **kw)
+
+
+def docker_rootfs(workdir):
+    """A tarball of a root filesystem with kamailio and the libraries it loads (ldd), built once per lab
+    directory; ``docker import`` makes the image from it (no registry)."""
+    path = os.path.join(workdir, "docker", "kamailio-rootfs.tar")
+    if os.path.exists(path):
+        return path
+    stage = path + ".d"
+    shutil.rmtree(stage, ignore_errors=True)
+    binaries = ["/usr/sbin/kamailio", os.path.join(KAMAILIO_MODULES, "sl.so")]
+    libs = set()
+    for binary in binaries:
+        for word in run(["ldd", binary]).stdout.split():
+            if word.startswith("/"):
+                libs.add(word)
+    for src in sorted(set(binaries) | libs | {"/etc/protocols"}):
+        dst = os.path.join(stage, src.lstrip("/"))
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        shutil.copy2(os.path.realpath(src), dst)
+    for name in ("tmp", "run"):
+        os.makedirs(os.path.join(stage, name), exist_ok=True)
+    write(os.path.join(stage, "etc", "kamailio.cfg"), DOCKER_KAMAILIO_CFG)
+    run(["tar", "-C", stage, "-cf", path + ".tmp", "."])
+    os.rename(path + ".tmp", path)
+    shutil.rmtree(stage, ignore_errors=True)
+    return path
+
+
+def start_docker(ns, workdir):
+    """dockerd inside the lab host (its own data root, exec root, pid file and socket under the lab
+    directory), the kamailio image imported, and the container published with ``docker run -p``."""
+    state = docker_dir(ns, workdir)
+    shutil.rmtree(state, ignore_errors=True)
+    os.makedirs(state)
+    wrapper = os.path.join(workdir, "docker", "start-dockerd.sh")
+    write(wrapper, DOCKERD_WRAPPER, 0o755)
+    _check_ns(ns)
+    subprocess.Popen(["ip", "netns", "exec", ns, wrapper, state, docker_cgroup(ns)], stdin=subprocess.DEVNULL,
+                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 30
+    while docker_cli(ns, workdir, ["version"], check=False).returncode != 0:
+        if time.time() > deadline:
+            raise LabError("dockerd in %s did not answer within 30s: see %s/dockerd.log" % (ns, state))
+        time.sleep(0.1)
+    docker_cli(ns, workdir, ["import", docker_rootfs(workdir), DOCKER_IMAGE])
+    docker_cli(ns, workdir, ["run", "-d", "--name", "sip"] + DOCKER_PUBLISH + [
+        DOCKER_IMAGE, "/usr/sbin/kamailio", "-DD", "-E", "-f", "/etc/kamailio.cfg", "-Y", "/tmp", "-m", "16",
+        "-M", "4"])
+
+
+def stop_docker(ns, workdir):
+    """Remove the containers and stop the lab host's dockerd (its containers live in namespaces of their
+    own, which killing the host's processes would not reach)."""
+    state = docker_dir(ns, workdir)
+    if not os.path.exists(os.path.join(state, "docker.pid")):
+        kill_containers(ns)  # dockerd gone (or never there): its containers may still run
+        return
+    ids = docker_cli(ns, workdir, ["ps", "-aq"], check=False).stdout.split()
+    if ids:
+        docker_cli(ns, workdir, ["rm", "-f"] + ids, check=False)
+    try:
+        with open(os.path.join(state, "docker.pid")) as fh:
+            pid = int(fh.read().strip())
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.time() + 10
+        while os.path.exists("/proc/%d" % pid) and time.time() < deadline:
+            time.sleep(0.05)
+    except (OSError, ValueError):
+        pass
+    kill_containers(ns)
+    shutil.rmtree(state, ignore_errors=True)
+
+
 def wait_tcp(addr, port, timeout=15.0):
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -454,8 +586,8 @@ def build_host(host, workdir):
     name = host["name"]
     ns = PREFIX + name
     index = host["index"]
-    destroy_namespace(ns)
-    destroy_namespace(ns + "-c")
+    destroy_namespace(ns, workdir)
+    destroy_namespace(ns + "-c", workdir)
     prepare_etc(ns, host, workdir)
     create_netns(ns, index, "sgv%d" % index)
     start_init(ns)
@@ -465,6 +597,8 @@ def build_host(host, workdir):
         ufw(ns, ["--force", "enable"])
     if host.get("container"):
         setup_container(ns, host, workdir)
+    if host.get("docker"):
+        start_docker(ns, workdir)
     for args in host.get("iptables") or []:
         nsexec(ns, ["iptables"] + [str(a) for a in args])
     for args in host.get("ip6tables") or []:
@@ -504,6 +638,10 @@ def host_is_current(host, workdir):
     with open(path) as fh:
         if fh.read().strip() != host_digest(host):
             return False
+    running = docker_cli(ns, workdir, ["ps", "--format", "{{.Names}}"], check=False).stdout.split() \
+        if host.get("docker") else ["sip"]
+    if "sip" not in running:
+        return False  # dockerd or the container is gone
     try:
         with socket.create_connection((addr4(host["index"]), int(host.get("ssh_port", 22))), timeout=1):
             return True
@@ -586,7 +724,7 @@ def up(scenario_path, workdir, jobs=8):
     if stale:
         log("removing %d stale namespaces" % len(stale))
         with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
-            list(pool.map(destroy_namespace, stale))
+            list(pool.map(lambda ns: destroy_namespace(ns, workdir), stale))
     ensure_bridge()
     for vantage in scenario["vantages"]:
         build_vantage(vantage)
@@ -611,7 +749,7 @@ def up(scenario_path, workdir, jobs=8):
 
 def down(workdir):
     for ns in list_lab_namespaces():
-        destroy_namespace(ns)
+        destroy_namespace(ns, workdir)
     for name in os.listdir(NETNS_ETC) if os.path.isdir(NETNS_ETC) else []:
         if name.startswith(PREFIX):
             shutil.rmtree(os.path.join(NETNS_ETC, name), ignore_errors=True)

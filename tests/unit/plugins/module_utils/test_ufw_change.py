@@ -94,8 +94,9 @@ class FakeRunner(object):
     def rollbacks(self):
         return [{"id": "earlier", "time": 1.0, "at": "1970-01-01T00:00:01Z", "by": "boot", "outcome": "restored"}]
 
-    def backup(self, group, was_active):
+    def backup(self, group, was_active, chains=None):
         self._step("backup")
+        self.chains = chains
         assert self.locked and was_active is True
         return "/var/lib/sipguard/rollback/" + group
 
@@ -113,6 +114,15 @@ class FakeRunner(object):
 
     def apply_commands(self, commands):
         self.apply_files(None, None, None)
+
+    def write_rule_files(self, files):
+        self.calls.append("write_rule_files")
+        assert self.locked
+        self.rule_files = files
+
+    def reload(self):
+        self.calls.append("reload")
+        assert self.locked
 
     def restore(self, directory):
         self._step("restore")

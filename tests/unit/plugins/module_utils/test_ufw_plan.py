@@ -9,7 +9,7 @@ import lab_fixtures as lab
 SIP = [(5060, "udp"), (5060, "tcp"), (5061, "tcp")]
 # h-hashlimit-upto and h-limit admit 5060/udp with an ACCEPT outside UFW (a rate-limited bypass).
 BYPASSED = {"before-rules", "docker-dnat", "iptables-ahead", "h-hashlimit-upto", "h-limit",
-            "n-dnat-open"}  # a native nftables DNAT forwarded past UFW: the planner sees it and refuses
+            "n-dnat-open"}  # a native nftables DNAT forwarded through UFW: closed with a route rule (test_ufw_files_plan)
 CLOSABLE = [h for h in sorted(lab.scenario_hosts()) if h not in BYPASSED | {"no-ufw", "ssh-alt-port"}]
 
 
