@@ -89,7 +89,7 @@ def exposure_lab():
 SCENARIO_ORDER = (
     "test_ufw_info_lab", "test_sip_probe_lab", "test_plain_inventory_lab",  # exposure.yml, read-only
     "test_apply_methods_lab",                                                # exposure.yml, closes every host
-    "test_close_lab", "test_guard_lab", "test_rollback_lab",                 # close.yml
+    "test_close_lab", "test_guard_lab", "test_rollback_lab", "test_close_files_lab",  # close.yml
     "test_close_playbook_lab", "test_report_lab", "test_report_concurrency_lab", "test_runner_lab",  # report.yml
 )
 

@@ -14,7 +14,7 @@ import tempfile
 
 import pytest
 
-from conftest import BIN, adhoc, lab_up, probe
+from conftest import BIN, adhoc, lab_up, probe, sglab_module
 
 CLOSABLE = ["c-before4", "c-before6", "c-after", "c-before-range", "c-fwd-dnat", "c-docker"]
 OUT_OF_REACH = ["c-ahead"]
@@ -47,7 +47,7 @@ def lab():
 
 
 def host_exec(host, argv):
-    proc = subprocess.run(["ip", "netns", "exec", "sg-" + host] + argv, text=True, stdout=subprocess.PIPE,
+    proc = subprocess.run(sglab_module().host_argv("sg-" + host, argv), text=True, stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, check=False, timeout=60)
     return proc.stdout
 
@@ -169,7 +169,7 @@ def test_the_rollback_restores_the_files_and_the_path(lab):
         code = ("import sys; sys.path.insert(0, %r); from ansible_collections.sipguard.firewall.plugins.module_utils "
                 "import ufw_host as h\nwith h.UfwLock(): h.restore(%r, '/usr/sbin/ufw', h._subprocess_run)"
                 % (COLLECTIONS, os.path.join("/var/lib/sipguard/rollback", "issue14-" + host)))
-        proc = subprocess.run(["ip", "netns", "exec", "sg-" + host, "python3", "-c", code], text=True,
+        proc = subprocess.run(sglab_module().host_argv("sg-" + host, ["python3", "-c", code]), text=True,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False, timeout=120)
         assert proc.returncode == 0, proc.stderr
         for path in RULE_FILES:
