@@ -220,7 +220,7 @@ def test_the_backup_and_the_rollback_script_cover_the_rules_files():
 
 
 def test_the_transaction_writes_the_files_reloads_and_keeps_docker_user_for_the_rollback():
-    from test_ufw_change import FakeRunner
+    from fake_runner import FakeRunner
 
     before = lab.raw("docker-dnat")
     runner = FakeRunner(before=before, after=before)
@@ -234,7 +234,7 @@ def test_the_transaction_writes_the_files_reloads_and_keeps_docker_user_for_the_
 
 
 def test_check_mode_returns_the_file_edits_and_their_diff():
-    from test_ufw_change import FakeRunner
+    from fake_runner import FakeRunner
 
     runner = FakeRunner(before=lab.raw("before-rules"))
     request = ufw_change.ChangeRequest({"ports": ["5060/udp"], "edit_ufw_files": True, "rollback_id": "t"})
