@@ -161,26 +161,6 @@ def record_findings(record):
     return head + [finding for restricted, finding in ports if with_restricted or not restricted] + probes
 
 
-def raw_inputs(gathered):
-    """ufw_info's raw inputs ({name: text}) from what ufw_host.gather() read: every command's output
-    (``command/<key>``, with its exit status and stderr when it failed or said something) and every
-    file (``file/<key>``, ``applications.d/<name>``). For the evidence bundle; opt-in, since a
-    fleet's iptables-save and nft -j outputs are large."""
-    out = {}
-    for key in sorted((gathered or {}).get("commands") or {}):
-        result = gathered["commands"][key] or {}
-        text = result.get("out") or ""
-        if result.get("rc") not in (0, None) or result.get("err"):
-            text += "\n# rc=%s stderr: %s\n" % (result.get("rc"), (result.get("err") or "").strip())
-        out["command/%s" % key] = text
-    for key in sorted((gathered or {}).get("files") or {}):
-        if gathered["files"][key] is not None:
-            out["file/%s" % key] = gathered["files"][key]
-    for name in sorted((gathered or {}).get("applications") or {}):
-        out["applications.d/%s" % name] = gathered["applications"][name]
-    return out
-
-
 def build_host_record(host, info=None, probes=None, error=None, unreachable=False, allow_restricted=True,
                       checked_at=None):
     """One host's record from ufw_info's result and the sip_probe results aimed at it.

@@ -344,9 +344,8 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.sipguard.firewall.plugins.module_utils.host_record import raw_inputs
 from ansible_collections.sipguard.firewall.plugins.module_utils.ports import DEFAULT_PORTS, PortSpecError, parse_port_specs
-from ansible_collections.sipguard.firewall.plugins.module_utils.ufw_host import gather, past_rollbacks
+from ansible_collections.sipguard.firewall.plugins.module_utils.host_read import gather, past_rollbacks, raw_inputs
 from ansible_collections.sipguard.firewall.plugins.module_utils.ufw_model import UfwModelError, inspect_host, restricted_limits
 from ansible_collections.sipguard.firewall.plugins.module_utils.netfilter import NetfilterParseError
 

@@ -283,7 +283,8 @@ def test_raw_inputs_reach_the_evidence_bundle(records, tmp_path):
     """ufw_info's opt-in raw inputs (from ufw_host.gather()'s dict, here a lab host's recorded files)
     travel in the host record into the bundle, under the manifest."""
     import lab_fixtures
-    from ansible_collections.sipguard.firewall.plugins.module_utils.host_record import build_host_record, raw_inputs
+    from ansible_collections.sipguard.firewall.plugins.module_utils.host_record import build_host_record
+    from ansible_collections.sipguard.firewall.plugins.module_utils.host_read import raw_inputs
     host = lab_fixtures.hosts()[0]
     inputs = raw_inputs(lab_fixtures.raw(host))
     assert inputs["command/iptables_save"].startswith("#") or "*filter" in inputs["command/iptables_save"]

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from ansible_collections.sipguard.firewall.plugins.module_utils import ufw_host
+from ansible_collections.sipguard.firewall.plugins.module_utils import host_read, ufw_host
 
 
 @pytest.fixture
@@ -30,6 +30,9 @@ def fake_host(tmp_path, monkeypatch):
     monkeypatch.setattr(ufw_host, "BACKUP_ROOT", str(root))
     monkeypatch.setattr(ufw_host, "BACKED_UP", tuple(str(etc / n) for n in ("user.rules", "user6.rules", "ufw.conf")))
     monkeypatch.setattr(ufw_host, "UFW_DIR", str(etc))
+    # the reading side (past_rollbacks, the UFW configuration's id) lives in host_read
+    monkeypatch.setattr(host_read, "BACKUP_ROOT", str(root))
+    monkeypatch.setattr(host_read, "UFW_DIR", str(etc))
     monkeypatch.setattr(ufw_host, "BOOT_ID", str(boot_id))
     monkeypatch.setattr(ufw_host, "BOOT_HOOK", str(etc / "before.init"))
     monkeypatch.setattr(ufw_host, "BOOT_HOOK_ORIG", str(etc / "before.init.sipguard-orig"))
