@@ -339,14 +339,19 @@ def prune_history(history, keep_history, own):
     runs = _history_files(history)
     excess = [path for path in runs if path != own]
     excess = excess[:max(0, len(runs) - keep_history)]
-    pruned = []
-    for path in excess:
+    return _unlink_all(excess)
+
+
+def _unlink_all(paths):
+    """Remove ``paths``; returns those that were removed (one already gone is not an error)."""
+    removed = []
+    for path in paths:
         try:
             os.unlink(path)
-            pruned.append(path)
+            removed.append(path)
         except OSError:
             continue
-    return pruned
+    return removed
 
 
 def _prune_evidence(report_dir, keep, own):
@@ -361,14 +366,7 @@ def _prune_evidence(report_dir, keep, own):
                 continue
     bundles.sort()
     excess = [path for _mtime, _name, path in bundles if path != own][:max(0, len(bundles) - max(keep, 1))]
-    pruned = []
-    for path in excess:
-        try:
-            os.unlink(path)
-            pruned.append(path)
-        except OSError:
-            continue
-    return pruned
+    return _unlink_all(excess)
 
 
 def publish(report_dir, report, formats, keep_history, check_mode=False, mode=0o640, textfile_dir=None):

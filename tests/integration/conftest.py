@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
@@ -69,6 +70,27 @@ def adhoc(inventory, pattern, module, args=None, extra_env=None, argv_prefix=(),
     if not results:
         raise AssertionError("ansible printed no results:\n%s\n%s" % (proc.stdout, proc.stderr))
     return results
+
+
+def close_and_record(lab, hosts, variables=None, check=False):
+    """tests/integration/playbooks/close_and_record.yml (the close role on ``hosts``, each host's
+    ufw_port result written to a file) -> ({host: what the playbook recorded}, the playbook's output)."""
+    out = tempfile.mkdtemp(prefix="sipguard-close-")
+    extra = dict({"sipguard_test_targets": ",".join(hosts), "sipguard_test_out": out}, **(variables or {}))
+    argv = [os.path.join(BIN, "ansible-playbook"), "-i", lab["inventory"], os.path.join(HERE, "playbooks",
+            "close_and_record.yml"), "-e", json.dumps(extra)]
+    if check:
+        argv += ["--check", "--diff"]
+    env = dict(os.environ, ANSIBLE_HOST_KEY_CHECKING="False", ANSIBLE_DEPRECATION_WARNINGS="False",
+               ANSIBLE_FORKS="10")
+    proc = subprocess.run(argv, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, timeout=600,
+                          check=False)
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    results = {}
+    for host in hosts:
+        with open(os.path.join(out, host + ".json")) as fh:
+            results[host] = json.load(fh)
+    return results, proc.stdout
 
 
 def probe(targets, ports, vantage=None, timeout=1.0, retries=1):

@@ -5,16 +5,14 @@ c-docker; c-docker runs a real dockerd in its own network namespace).
 Order matters (before, check mode, run, re-run, rollback): the tests share one module-scoped lab.
 """
 
-import json
 import os
 import re
 import socket
 import subprocess
-import tempfile
 
 import pytest
 
-from conftest import BIN, adhoc, lab_up, probe, sglab_module
+from conftest import adhoc, close_and_record, lab_up, probe, sglab_module
 
 CLOSABLE = ["c-before4", "c-before6", "c-after", "c-before-range", "c-fwd-dnat", "c-docker"]
 OUT_OF_REACH = ["c-ahead"]
@@ -23,7 +21,6 @@ PORTS = ["5060/udp", "5060/tcp"]
 ARGS = {"ports": PORTS, "edit_ufw_files": True, "docker": True, "rollback_id": "issue14-{{ inventory_hostname }}"}
 RULE_FILES = ["/etc/ufw/before.rules", "/etc/ufw/before6.rules", "/etc/ufw/after.rules", "/etc/ufw/after6.rules"]
 HERE = os.path.dirname(os.path.abspath(__file__))
-PLAYBOOK = os.path.join(HERE, "playbooks", "close_and_record.yml")
 COLLECTIONS = os.path.abspath(os.path.join(HERE, "..", "..", "..", "..", ".."))
 SEEN = {}
 
@@ -71,23 +68,10 @@ def ufw_port(lab, hosts, check=False):
 def close_role(lab, check=False):
     """The close role (commit-confirmed over a new SSH connection) with both options on CLOSABLE:
     {host: ufw_port's result}."""
-    out = tempfile.mkdtemp(prefix="sipguard-close14-")
-    extra = {"sipguard_test_targets": ",".join(CLOSABLE), "sipguard_test_out": out, "sipguard_close_ports": PORTS,
-             "sipguard_close_rollback_after": 60, "sipguard_close_edit_ufw_files": True,
+    extra = {"sipguard_close_ports": PORTS, "sipguard_close_rollback_after": 60, "sipguard_close_edit_ufw_files": True,
              "sipguard_close_docker": True, "sipguard_close_rollback_id": ARGS["rollback_id"]}
-    argv = [os.path.join(BIN, "ansible-playbook"), "-i", lab["inventory"], PLAYBOOK, "-e", json.dumps(extra)]
-    if check:
-        argv += ["--check", "--diff"]
-    env = dict(os.environ, ANSIBLE_HOST_KEY_CHECKING="False", ANSIBLE_DEPRECATION_WARNINGS="False",
-               ANSIBLE_FORKS="10")
-    proc = subprocess.run(argv, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, timeout=600,
-                          check=False)
-    assert proc.returncode == 0, proc.stdout[-4000:]
-    results = {}
-    for host in CLOSABLE:
-        with open(os.path.join(out, host + ".json")) as fh:
-            results[host] = json.load(fh)[0]
-    return results
+    results, _output = close_and_record(lab, CLOSABLE, extra, check=check)
+    return dict((host, result[0]) for host, result in results.items())
 
 
 def test_every_host_is_exposed_although_ufw_says_deny(lab):

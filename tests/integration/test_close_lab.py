@@ -4,20 +4,15 @@ Order matters inside this module (check mode, then the real run, then the re-run
 share one module-scoped lab and run in file order.
 """
 
-import json
-import os
 import socket
-import subprocess
-import tempfile
 import time
 
 import pytest
 
-from conftest import BIN, HERE, adhoc, lab_up, probe
+from conftest import adhoc, close_and_record, lab_up, probe
 
 MIXED = ["c-inactive", "c-allow-before-deny", "c-range", "c-app-profile", "c-v6-only", "c-ssh-alt"]
 PORTS = ["5060/udp", "5060/tcp", "5061/tcp"]
-PLAYBOOK = os.path.join(HERE, "playbooks", "close_and_record.yml")
 
 
 @pytest.fixture(scope="module")
@@ -26,22 +21,7 @@ def close_lab():
 
 
 def run_close(lab, hosts, check=False):
-    out = tempfile.mkdtemp(prefix="sipguard-close-")
-    argv = [os.path.join(BIN, "ansible-playbook"), "-i", lab["inventory"], PLAYBOOK,
-            "-e", json.dumps({"sipguard_test_targets": ",".join(hosts), "sipguard_test_out": out,
-                              "sipguard_close_rollback_after": 60})]
-    if check:
-        argv += ["--check", "--diff"]
-    env = dict(os.environ, ANSIBLE_HOST_KEY_CHECKING="False", ANSIBLE_DEPRECATION_WARNINGS="False",
-               ANSIBLE_FORKS="10")
-    proc = subprocess.run(argv, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, timeout=600,
-                          check=False)
-    assert proc.returncode == 0, proc.stdout[-4000:]
-    results = {}
-    for host in hosts:
-        with open(os.path.join(out, host + ".json")) as fh:
-            results[host] = json.load(fh)
-    return results, proc.stdout
+    return close_and_record(lab, hosts, {"sipguard_close_rollback_after": 60}, check=check)
 
 
 def probe_states(lab, hosts, vantage=None):
