@@ -23,13 +23,13 @@ class FakeRunner(object):
     """Records the steps; ``fail`` names the step that raises. The host is BEFORE until the change
     is applied (then AFTER, or ``after`` when given) and BEFORE again once restored."""
 
-    def __init__(self, fail=(), after=AFTER, before=BEFORE, others=(), locks=None):
+    def __init__(self, fail=(), after=None, before=None, others=(), locks=None):
         self.fail = set([fail] if isinstance(fail, str) else fail)
         self.others = list(others)  # one list of concurrent ufw processes per scan
         self.locks = locks  # how many times the lock can be taken (None: always)
         self.calls = []
-        self.before = before
-        self.after = after
+        self.before = BEFORE if before is None else before
+        self.after = AFTER if after is None else after
         self.applied = False
         self.locked = False
 
