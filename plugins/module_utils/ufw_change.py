@@ -317,9 +317,7 @@ def _transaction(runner, request, host, plan, ports, result, now, held):
     """Back up -> arm -> apply -> re-read -> verify, restoring on any exception after the backup."""
     group = request.run_id
     try:
-        chains = _chains_to_keep(host, plan)
-        # (runners written for the two-argument backup keep working when there is no chain to keep)
-        directory = runner.backup(group, host.active, chains) if chains else runner.backup(group, host.active)
+        directory = runner.backup(group, host.active, _chains_to_keep(host, plan))
     except Exception as exc:  # pylint: disable=broad-except
         raise ChangeFailed("backing up the rules before the change failed: %s. Nothing was changed" % exc,
                            dict(result, changed=False, info=_inspect(host, request)))
