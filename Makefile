@@ -37,15 +37,12 @@ help:
 deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then echo "apt-get install:$$missing"; apt-get update -qq; \
-	  others=$$(echo $$missing | tr ' ' '\n' | grep -vx docker.io | tr '\n' ' '); \
-	  if [ -n "$$others" ]; then DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$others >/dev/null; fi; \
-	  case " $$missing " in *" docker.io "*) \
-	    guard=""; if [ ! -e /usr/sbin/policy-rc.d ]; then printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod 755 /usr/sbin/policy-rc.d; guard=1; fi; \
-	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker.io >/dev/null; \
-	    [ -z "$$guard" ] || rm -f /usr/sbin/policy-rc.d; \
-	    if [ -d /run/systemd/system ]; then systemctl disable docker.service docker.socket >/dev/null 2>&1 || true; fi; \
-	    echo "docker.io: installed without starting the machine's own dockerd (the lab runs one per Docker lab host, in its namespace)";; \
-	  esac; fi
+	  guard=""; if [ ! -e /usr/sbin/policy-rc.d ]; then printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod 755 /usr/sbin/policy-rc.d; guard=1; fi; \
+	  rc=0; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null || rc=$$?; \
+	  [ -z "$$guard" ] || rm -f /usr/sbin/policy-rc.d; \
+	  if [ -d /run/systemd/system ]; then systemctl disable docker.service docker.socket prometheus.service kamailio.service >/dev/null 2>&1 || true; fi; \
+	  echo "installed without starting their services in the machine's own namespace (the lab runs its own per host)"; \
+	  exit $$rc; fi
 
 $(BIN)/ansible: requirements-test.txt
 	$(PYTHON) -m venv $(VENV)
